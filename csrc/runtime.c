@@ -1,0 +1,52 @@
+/* CPU feature detection, the build version and the bandwidth probe's streams.
+ * Compiled for baseline x86-64: it must run on any CPU to tell what it has. */
+#include <stdint.h>
+#include <cpuid.h>
+#include "softmaxlib.h"
+
+#ifndef SML_VERSION
+#error "SML_VERSION must be defined by the build (softmaxlib/_build_ffi.py)"
+#endif
+
+const char *sml_build_version(void) { return SML_VERSION; }
+
+/* XCR0 says which register states the OS saves on a context switch: a CPU
+ * feature is usable only if its registers are among them. */
+static uint64_t read_xcr0(void) {
+    uint32_t eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((uint64_t)edx << 32) | eax;
+}
+
+int sml_cpu_features(void) {
+    unsigned int eax, ebx, ecx, edx;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
+    const int osxsave = (ecx >> 27) & 1, fma = (ecx >> 12) & 1, f16c = (ecx >> 29) & 1;
+    if (!osxsave) return 0;
+    const uint64_t xcr0 = read_xcr0();
+    const int ymm_state = (xcr0 & 0x6) == 0x6;        /* SSE and AVX state */
+    const int zmm_state = (xcr0 & 0xE6) == 0xE6;      /* plus opmask, ZMM0-15 high halves, ZMM16-31 */
+    if (!ymm_state || __get_cpuid_max(0, 0) < 7) return 0;
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    int features = 0;
+    if ((ebx >> 5) & 1) features |= SML_CPU_AVX2;
+    if (fma) features |= SML_CPU_FMA;
+    if (f16c) features |= SML_CPU_F16C;
+    if (zmm_state) {
+        if ((ebx >> 16) & 1) features |= SML_CPU_AVX512F;
+        if ((ebx >> 30) & 1) features |= SML_CPU_AVX512BW;
+        if ((ebx >> 17) & 1) features |= SML_CPU_AVX512DQ;
+        if ((ebx >> 31) & 1) features |= SML_CPU_AVX512VL;
+    }
+    return features;
+}
+
+uint64_t sml_stream_read(const uint64_t *words, int64_t count) {
+    uint64_t acc = 0;
+    for (int64_t i = 0; i < count; i++) acc ^= words[i];
+    return acc;
+}
+
+void sml_stream_read_write(uint64_t *words, int64_t count) {
+    for (int64_t i = 0; i < count; i++) words[i] += 1;
+}

@@ -1,0 +1,47 @@
+/* softmaxlib's public C interface.
+ *
+ * This file is also the cffi cdef source, so it holds declarations only: no
+ * include guards, no macros, no includes (every .c file includes <stdint.h>
+ * first).  Declaring a function twice is legal C, so no guard is needed.
+ *
+ * Naming, after XNNPACK: sml_<dtype>_<operation>__<isa>.
+ * Every row kernel has the same contract:
+ *   - `rows` contiguous rows of `n` float32 each, row r at x + r*n, result at
+ *     y + r*n; y may be x itself (in place), any other overlap is undefined;
+ *   - single-threaded, reentrant, no global state;
+ *   - reads and writes nothing outside [x, x + rows*n) and [y, y + rows*n).
+ */
+
+/* CPU features, detected with CPUID and XGETBV (OS support of the register
+ * state included).  Bit values of the returned mask: */
+#define SML_CPU_AVX2     1
+#define SML_CPU_FMA      2
+#define SML_CPU_F16C     4
+#define SML_CPU_AVX512F  8
+#define SML_CPU_AVX512BW 16
+#define SML_CPU_AVX512DQ 32
+#define SML_CPU_AVX512VL 64
+int sml_cpu_features(void);
+
+/* The package version the extension was compiled from (checked at import). */
+const char *sml_build_version(void);
+
+/* Memory streams for the bandwidth probe (portable C, no ISA extension).
+ * read: XOR of every 64-bit word, so the loads cannot be optimised away.
+ * read_write: adds 1 to every 64-bit word in place. */
+uint64_t sml_stream_read(const uint64_t *words, int64_t count);
+void sml_stream_read_write(uint64_t *words, int64_t count);
+
+/* Three-pass softmax and log-softmax.
+ * reload:    max; y = exp(x - max) while summing; y *= 1/sum.
+ * recompute: max; sum of exp(x - max); y = exp(x - max) * (1/sum).
+ * log_softmax: y = (x - max) - log(sum) in both variants; reload stores x - max
+ * in the second pass and subtracts in the third, recompute forms it again. */
+void sml_f32_softmax_reload__avx2(int64_t rows, int64_t n, const float *x, float *y);
+void sml_f32_softmax_recompute__avx2(int64_t rows, int64_t n, const float *x, float *y);
+void sml_f32_log_softmax_reload__avx2(int64_t rows, int64_t n, const float *x, float *y);
+void sml_f32_log_softmax_recompute__avx2(int64_t rows, int64_t n, const float *x, float *y);
+void sml_f32_softmax_reload__avx512(int64_t rows, int64_t n, const float *x, float *y);
+void sml_f32_softmax_recompute__avx512(int64_t rows, int64_t n, const float *x, float *y);
+void sml_f32_log_softmax_reload__avx512(int64_t rows, int64_t n, const float *x, float *y);
+void sml_f32_log_softmax_recompute__avx512(int64_t rows, int64_t n, const float *x, float *y);

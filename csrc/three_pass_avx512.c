@@ -1,0 +1,4 @@
+/* Three-pass softmax kernels for AVX-512 F/BW/DQ/VL. */
+#include "vec_avx512.h"
+#include "softmaxlib.h"
+#include "three_pass_kernels.h"

@@ -1,0 +1,124 @@
+/* Three-pass softmax and log-softmax, written once against the vector API of
+ * vec_<isa>.h and included by three_pass_<isa>.c.
+ *
+ *   pass 1: max of the row;
+ *   pass 2: sum of exp(x - max), stored into y by the reload variant;
+ *   pass 3: y = e * (1/sum), where reload reads e back from y and recompute
+ *           evaluates the exp a second time.  log-softmax writes
+ *           (x - max) - log(sum) instead.
+ *
+ * Loops run four vectors per trip, each with its own accumulator so that the
+ * add latency is hidden, then one vector per trip, then one masked tail (no
+ * scalar epilogue).  Lane sums are folded into a double every SUM_BLOCK
+ * elements, so the sum keeps float32 accuracy at any row length.
+ */
+#include <math.h>
+#include "infinite_rows.h"
+
+#define UNROLL 4
+#define SUM_BLOCK 4096 /* a multiple of UNROLL * VF_LANES */
+
+enum pass2_store { STORE_NOTHING, STORE_EXP, STORE_SHIFTED };
+enum pass3_output { SCALE_STORED_EXP, SCALE_RECOMPUTED_EXP, SUBTRACT_FROM_STORED, SHIFT_AND_SUBTRACT };
+
+static float row_max(const float *x, int64_t n) {
+    vf m[UNROLL];
+    for (int u = 0; u < UNROLL; u++) m[u] = vf_set1(-INFINITY);
+    int64_t i = 0;
+    for (; i + UNROLL * VF_LANES <= n; i += UNROLL * VF_LANES)
+        for (int u = 0; u < UNROLL; u++) m[u] = vf_max_ignoring_nan(vf_load(x + i + u * VF_LANES), m[u]);
+    for (; i + VF_LANES <= n; i += VF_LANES) m[0] = vf_max_ignoring_nan(vf_load(x + i), m[0]);
+    if (i < n) m[1] = vf_max_ignoring_nan(vf_load_tail(x + i, n - i, -INFINITY), m[1]);
+    return vf_reduce_max(vf_max_ignoring_nan(vf_max_ignoring_nan(m[0], m[1]), vf_max_ignoring_nan(m[2], m[3])));
+}
+
+/* exp(v - max), and what pass 2 stores of it. */
+SML_INLINE vf pass2_vector(vf v, vf vmax, float *y, enum pass2_store store) {
+    const vf shifted = vf_sub(v, vmax);
+    const vf e = vf_exp_nonpositive(shifted);
+    if (store == STORE_EXP) vf_store(y, e);
+    if (store == STORE_SHIFTED) vf_store(y, shifted);
+    return e;
+}
+
+/* Sum of exp(x - max) over the row, accumulated in double across blocks. */
+SML_INLINE double sum_exp_shifted(const float *x, float *y, int64_t n, float max, enum pass2_store store) {
+    const vf vmax = vf_set1(max);
+    double total = 0.0;
+    int64_t i = 0;
+    while (i < n) {
+        const int64_t block_end = n - i > SUM_BLOCK ? i + SUM_BLOCK : n;
+        vf s[UNROLL];
+        for (int u = 0; u < UNROLL; u++) s[u] = vf_zero();
+        for (; i + UNROLL * VF_LANES <= block_end; i += UNROLL * VF_LANES)
+            for (int u = 0; u < UNROLL; u++) {
+                const int64_t at = i + u * VF_LANES;
+                s[u] = vf_add(s[u], pass2_vector(vf_load(x + at), vmax, y + at, store));
+            }
+        for (; i + VF_LANES <= block_end; i += VF_LANES) s[0] = vf_add(s[0], pass2_vector(vf_load(x + i), vmax, y + i, store));
+        if (i < block_end) {
+            /* Filling the tail with -inf makes its exp exactly 0. */
+            const int64_t k = block_end - i;
+            float tail[VF_LANES];
+            const vf e = pass2_vector(vf_load_tail(x + i, k, -INFINITY), vmax, tail, store);
+            if (store != STORE_NOTHING) vf_store_tail(y + i, k, vf_load(tail));
+            s[1] = vf_add(s[1], e);
+            i = block_end;
+        }
+        total += vf_reduce_add_double(vf_add(vf_add(s[0], s[1]), vf_add(s[2], s[3])));
+    }
+    return total;
+}
+
+/* The output of pass 3 for one vector: `source` is y (stored) or x. */
+SML_INLINE vf pass3_vector(vf source, vf vmax, vf vfactor, enum pass3_output output) {
+    switch (output) {
+    case SCALE_STORED_EXP: return vf_flush_below_flt_min(vf_mul(source, vfactor));
+    case SCALE_RECOMPUTED_EXP: return vf_flush_below_flt_min(vf_mul(vf_exp_nonpositive(vf_sub(source, vmax)), vfactor));
+    case SUBTRACT_FROM_STORED: return vf_sub(source, vfactor);
+    default: return vf_sub(vf_sub(source, vmax), vfactor);
+    }
+}
+
+SML_INLINE void write_output(const float *source, float *y, int64_t n, float max, float factor, enum pass3_output output) {
+    const vf vmax = vf_set1(max), vfactor = vf_set1(factor);
+    int64_t i = 0;
+    for (; i + UNROLL * VF_LANES <= n; i += UNROLL * VF_LANES)
+        for (int u = 0; u < UNROLL; u++) {
+            const int64_t at = i + u * VF_LANES;
+            vf_store(y + at, pass3_vector(vf_load(source + at), vmax, vfactor, output));
+        }
+    for (; i + VF_LANES <= n; i += VF_LANES) vf_store(y + i, pass3_vector(vf_load(source + i), vmax, vfactor, output));
+    if (i < n) vf_store_tail(y + i, n - i, pass3_vector(vf_load_tail(source + i, n - i, 0.0f), vmax, vfactor, output));
+}
+
+SML_INLINE void three_pass_row(const float *x, float *y, int64_t n, int reload, int log_output) {
+    if (n == 0) return;
+    const float max = row_max(x, n);
+    if (max == INFINITY) {
+        infinite_row(x, y, n, log_output);
+        return;
+    }
+    /* A row of -inf (and NaN) has max = -inf: x - max is NaN, so is the row. */
+    if (log_output) {
+        const double sum = sum_exp_shifted(x, y, n, max, reload ? STORE_SHIFTED : STORE_NOTHING);
+        const float log_sum = (float)log(sum);
+        if (reload) write_output(y, y, n, max, log_sum, SUBTRACT_FROM_STORED);
+        else write_output(x, y, n, max, log_sum, SHIFT_AND_SUBTRACT);
+    } else {
+        const double sum = sum_exp_shifted(x, y, n, max, reload ? STORE_EXP : STORE_NOTHING);
+        const float inverse_sum = (float)(1.0 / sum);
+        if (reload) write_output(y, y, n, max, inverse_sum, SCALE_STORED_EXP);
+        else write_output(x, y, n, max, inverse_sum, SCALE_RECOMPUTED_EXP);
+    }
+}
+
+#define ROW_KERNEL(name, reload, log_output)                                                   \
+    void SML_ISA_SUFFIX(name)(int64_t rows, int64_t n, const float *x, float *y) {             \
+        for (int64_t r = 0; r < rows; r++) three_pass_row(x + r * n, y + r * n, n, reload, log_output); \
+    }
+
+ROW_KERNEL(sml_f32_softmax_reload, 1, 0)
+ROW_KERNEL(sml_f32_softmax_recompute, 0, 0)
+ROW_KERNEL(sml_f32_log_softmax_reload, 1, 1)
+ROW_KERNEL(sml_f32_log_softmax_recompute, 0, 1)

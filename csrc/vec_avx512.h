@@ -1,0 +1,67 @@
+/* The small vector API the kernel templates are written against, for AVX-512
+ * (F, BW, DQ, VL).  vec_avx2.h defines the same names for AVX2.
+ * Included first by every AVX-512 translation unit. */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")
+#endif
+#include <stdint.h>
+#include <immintrin.h>
+#include "exp_constants.h"
+
+#define SML_ISA_SUFFIX(name) name##__avx512
+#define VF_LANES 16
+#define SML_INLINE static inline __attribute__((always_inline))
+
+typedef __m512 vf;
+
+SML_INLINE vf vf_set1(float a) { return _mm512_set1_ps(a); }
+SML_INLINE vf vf_zero(void) { return _mm512_setzero_ps(); }
+SML_INLINE vf vf_load(const float *p) { return _mm512_loadu_ps(p); }
+SML_INLINE void vf_store(float *p, vf v) { _mm512_storeu_ps(p, v); }
+SML_INLINE vf vf_add(vf a, vf b) { return _mm512_add_ps(a, b); }
+SML_INLINE vf vf_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+SML_INLINE vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+
+/* Masked loads and stores touch only the first k < VF_LANES elements: masked-off
+ * lanes do not fault, so a row may end right before an unmapped page. */
+SML_INLINE __mmask16 tail_mask(int64_t k) { return _cvtu32_mask16((1u << k) - 1u); }
+SML_INLINE vf vf_load_tail(const float *p, int64_t k, float fill) {
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), tail_mask(k), p);
+}
+SML_INLINE void vf_store_tail(float *p, int64_t k, vf v) { _mm512_mask_storeu_ps(p, tail_mask(k), v); }
+
+/* vmaxps returns its second operand when either is NaN, so NaN candidates
+ * never replace the running maximum (NaN rows are caught by the sum instead). */
+SML_INLINE vf vf_max_ignoring_nan(vf candidate, vf running) { return _mm512_max_ps(candidate, running); }
+SML_INLINE float vf_reduce_max(vf v) { return _mm512_reduce_max_ps(v); }
+
+/* Lane sums are widened to double before the horizontal add. */
+SML_INLINE double vf_reduce_add_double(vf v) {
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
+    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
+
+/* exp(t) for t <= 0 or NaN; +0 below SML_EXP_CUTOFF (and for t = -inf), NaN
+ * stays NaN.  vscalefps applies 2^n exactly in one instruction, with no
+ * float->int conversion or exponent-field arithmetic. */
+SML_INLINE vf vf_exp_nonpositive(vf t) {
+    const vf n = _mm512_roundscale_ps(_mm512_mul_ps(t, vf_set1(SML_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    vf r = _mm512_fmadd_ps(n, vf_set1(SML_MINUS_LN2_HI), t);
+    r = _mm512_fmadd_ps(n, vf_set1(SML_MINUS_LN2_LO), r);
+    vf p = _mm512_fmadd_ps(vf_set1(SML_EXP_C5), r, vf_set1(SML_EXP_C4));
+    p = _mm512_fmadd_ps(p, r, vf_set1(SML_EXP_C3));
+    p = _mm512_fmadd_ps(p, r, vf_set1(SML_EXP_C2));
+    p = _mm512_fmadd_ps(p, r, vf_set1(SML_EXP_C1));
+    p = _mm512_fmadd_ps(p, r, vf_set1(1.0f));
+    const __mmask16 keep = _mm512_cmp_ps_mask(t, vf_set1(SML_EXP_CUTOFF), _CMP_NLT_UQ);
+    return _mm512_maskz_scalef_ps(keep, p, n);
+}
+
+/* Values below FLT_MIN become +0 (NaN is kept). */
+SML_INLINE vf vf_flush_below_flt_min(vf v) {
+    const __mmask16 keep = _mm512_cmp_ps_mask(v, vf_set1(SML_FLT_MIN), _CMP_NLT_UQ);
+    return _mm512_maskz_mov_ps(keep, v);
+}

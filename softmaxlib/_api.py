@@ -1,0 +1,86 @@
+"""Argument handling shared by every row-wise public function.
+
+The kernels see only (rows, n) C-contiguous arrays of float32 or float64.
+This module turns any array, axis, dtype and `out=` into that, following
+NumPy's conventions, and puts the result back where the user asked.
+"""
+import numpy as np
+
+from . import _dispatch, _registry
+
+try:
+    from numpy.exceptions import AxisError
+except ImportError:  # NumPy < 1.25
+    from numpy import AxisError
+
+
+def compute_dtype(dtype):
+    """(dtype the kernel computes in, dtype of the result) for an input dtype.
+
+    float32 and float64 compute in themselves; float16 computes in float32 and
+    returns float16; integers and bool become float64, as in SciPy.
+    """
+    if dtype == np.float32 or dtype == np.float64:
+        return dtype, dtype
+    if dtype == np.float16:
+        return np.dtype(np.float32), dtype
+    if dtype.kind in "biu":
+        return np.dtype(np.float64), np.dtype(np.float64)
+    raise TypeError(f"softmaxlib needs a real floating, integer or bool array, not dtype {dtype}")
+
+
+def normalize_axis(axis, ndim):
+    try:
+        axis = int(axis.__index__())
+    except AttributeError:
+        raise TypeError(f"axis must be an integer, not {type(axis).__name__}") from None
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise AxisError(f"axis {axis} is out of bounds for an array of dimension {ndim}")
+    return axis % max(ndim, 1)
+
+
+def check_out(out, shape, dtype):
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array, not {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, but the result has shape {shape}")
+    if out.dtype != dtype:
+        raise ValueError(f"out has dtype {out.dtype}, but the result has dtype {dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only; it must be writable")
+
+
+def apply_rows(operation, x, axis, out, backend):
+    """Runs the registry's `operation` along `axis` of x; returns the result (out if given)."""
+    backend = _dispatch.resolve(backend)
+    x = np.asarray(x)
+    work_dtype, result_dtype = compute_dtype(x.dtype)
+    axis = normalize_axis(axis, x.ndim)
+    if out is not None:
+        check_out(out, x.shape, result_dtype)
+    if x.ndim == 0:  # a 0-d input is one row of one element
+        result = apply_rows(operation, x.reshape(1), -1, None, backend).reshape(())
+        if out is None:
+            return result
+        out[...] = result
+        return out
+
+    rows_view = np.moveaxis(x, axis, -1)
+    # The kernels never modify their input, so a contiguous x is used as is.
+    x_rows = np.ascontiguousarray(rows_view, dtype=work_dtype)
+    target = None if out is None else np.moveaxis(out, axis, -1)
+    if target is not None and target.dtype == work_dtype and target.flags.c_contiguous and (
+        target.ctypes.data == x_rows.ctypes.data or not np.may_share_memory(target, x_rows)
+    ):
+        y_rows = target  # write straight into out, in place when out is x
+    else:
+        y_rows = np.empty(x_rows.shape, dtype=work_dtype)
+    n = x_rows.shape[-1]
+    if x_rows.size:
+        kernel = _registry.row_kernel(operation, backend, work_dtype)
+        kernel(x_rows.reshape(-1, n), y_rows.reshape(-1, n))
+    if target is None:
+        return np.moveaxis(y_rows.astype(result_dtype, copy=False), -1, axis)
+    if y_rows is not target:
+        target[...] = y_rows
+    return out

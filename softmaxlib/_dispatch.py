@@ -1,0 +1,77 @@
+"""Backend selection, done once at import.
+
+The C extension detects the CPU's features (CPUID + XGETBV) when asked; this
+module turns them into the list of usable backends, best first, and reads
+SOFTMAXLIB_BACKEND once. A bad value of that variable fails the import with a
+message naming it, rather than falling back silently.
+"""
+import os
+
+from ._version import __version__
+
+ENV_VAR = "SOFTMAXLIB_BACKEND"
+ALL_BACKENDS = ("avx512", "avx2", "numba")  # best first
+
+try:
+    from . import _kernels
+except ModuleNotFoundError as error:
+    if error.name != f"{__package__}._kernels":
+        raise
+    _kernels = None  # not x86-64, or the C part did not build: Numba only
+
+if _kernels is not None:
+    ffi, lib = _kernels.ffi, _kernels.lib
+    _built = ffi.string(lib.sml_build_version()).decode()
+    if _built != __version__:
+        raise ImportError(
+            f"softmaxlib's compiled kernels are from version {_built}, but the Python package is "
+            f"{__version__}: the build is stale; reinstall with `pip install .`"
+        )
+    _feature_mask = lib.sml_cpu_features()
+    CPU_FEATURES = {
+        name: bool(_feature_mask & getattr(lib, f"SML_CPU_{name.upper()}"))
+        for name in ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl")
+    }
+else:
+    ffi = lib = None
+    CPU_FEATURES = {}
+
+_REQUIRED_FEATURES = {
+    "avx2": ("avx2", "fma", "f16c"),
+    "avx512": ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "f16c"),
+    "numba": (),
+}
+
+USABLE_BACKENDS = tuple(
+    name for name in ALL_BACKENDS if all(CPU_FEATURES.get(feature, False) for feature in _REQUIRED_FEATURES[name])
+)
+
+
+def check_backend(name):
+    """Returns `name` if it is a usable backend; raises ValueError saying why not."""
+    if name not in ALL_BACKENDS:
+        raise ValueError(f"unknown softmaxlib backend {name!r}; the backends are {', '.join(ALL_BACKENDS)}")
+    if name not in USABLE_BACKENDS:
+        why = "the C kernels are not built" if lib is None else f"this CPU lacks {', '.join(_REQUIRED_FEATURES[name])}"
+        raise ValueError(
+            f"softmaxlib backend {name!r} is not usable here ({why}); usable: {', '.join(USABLE_BACKENDS)}"
+        )
+    return name
+
+
+def _default_backend():
+    forced = os.environ.get(ENV_VAR)
+    if forced is None or forced == "":
+        return USABLE_BACKENDS[0]
+    try:
+        return check_backend(forced)
+    except ValueError as error:
+        raise ImportError(f"{ENV_VAR}={forced!r} is invalid: {error}") from None
+
+
+DEFAULT_BACKEND = _default_backend()
+
+
+def resolve(backend):
+    """The backend a call runs on: `backend` if given (and usable), else the default."""
+    return DEFAULT_BACKEND if backend is None else check_backend(backend)

@@ -1,0 +1,84 @@
+"""The one registry of (operation x backend).
+
+Each operation is one entry. The C bindings, the per-call dispatch, the test
+parametrization and the benchmarks all iterate over OPERATIONS and
+BACKENDS, so a new kernel is added here and nowhere else.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import _dispatch
+from . import _numba_kernels as nk
+
+
+@dataclass(frozen=True)
+class RowOperation:
+    """A row-wise float32 kernel: (rows, n) C-contiguous x -> y of the same shape.
+
+    c_symbol names the C kernel without its ISA suffix (csrc/softmaxlib.h);
+    numba_f32 is its Numba twin and numba_f64 the float64 version, both
+    called as f(x, y). traffic_per_element counts the float32 values each
+    element moves through memory (reads + writes), for the benchmarks.
+    """
+
+    name: str
+    family: str
+    c_symbol: str
+    numba_f32: Callable
+    numba_f64: Callable
+    traffic_per_element: int
+
+
+def _three_pass(function, reload, log_output):
+    return lambda x, y: function(x, y, reload, log_output)
+
+
+OPERATIONS = {
+    op.name: op
+    for op in [
+        RowOperation("softmax_reload", "three_pass", "sml_f32_softmax_reload",
+                     _three_pass(nk.three_pass_rows_f32, True, False),
+                     _three_pass(nk.three_pass_rows_f64, True, False), traffic_per_element=5),
+        RowOperation("softmax_recompute", "three_pass", "sml_f32_softmax_recompute",
+                     _three_pass(nk.three_pass_rows_f32, False, False),
+                     _three_pass(nk.three_pass_rows_f64, False, False), traffic_per_element=4),
+        RowOperation("log_softmax_reload", "three_pass", "sml_f32_log_softmax_reload",
+                     _three_pass(nk.three_pass_rows_f32, True, True),
+                     _three_pass(nk.three_pass_rows_f64, True, True), traffic_per_element=5),
+        RowOperation("log_softmax_recompute", "three_pass", "sml_f32_log_softmax_recompute",
+                     _three_pass(nk.three_pass_rows_f32, False, True),
+                     _three_pass(nk.three_pass_rows_f64, False, True), traffic_per_element=4),
+    ]
+}
+
+BACKENDS = _dispatch.ALL_BACKENDS
+
+
+def _c_binding(c_function):
+    ffi = _dispatch.ffi
+
+    def run(x, y):
+        c_function(x.shape[0], x.shape[1], ffi.from_buffer("float[]", x),
+                   ffi.from_buffer("float[]", y, require_writable=True))
+
+    return run
+
+
+_FLOAT32_KERNELS = {
+    (op.name, backend): op.numba_f32 if backend == "numba" else _c_binding(getattr(_dispatch.lib, f"{op.c_symbol}__{backend}"))
+    for op in OPERATIONS.values()
+    for backend in _dispatch.USABLE_BACKENDS
+}
+
+
+def row_kernel(operation, backend, dtype):
+    """The callable f(x, y) computing `operation` over rows, for a usable backend.
+
+    float32 runs the backend's kernel; float64 always runs the float64 Numba
+    kernel (there are no float64 SIMD kernels yet).
+    """
+    if dtype == np.float64:
+        return OPERATIONS[operation].numba_f64
+    return _FLOAT32_KERNELS[operation, backend]
