@@ -1,0 +1,34 @@
+"""Fixtures shared by the tests: every operation of the registry on every backend."""
+import numpy as np
+import pytest
+
+import softmaxlib
+from softmaxlib import _registry, three_pass
+
+BACKENDS = [
+    pytest.param(name, marks=pytest.mark.skipif(name not in softmaxlib.backends(), reason=f"{name} not usable on this CPU"))
+    for name in _registry.BACKENDS
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture(params=list(_registry.OPERATIONS))
+def operation(request):
+    """Name of a registry operation, e.g. 'softmax_reload'."""
+    return request.param
+
+
+def public_function(operation):
+    """(callable, is_log) for a registry operation, through the public API with its variant bound."""
+    name, variant = operation.rsplit("_", 1)
+    function = getattr(three_pass, name)
+    return (lambda x, **kwargs: function(x, variant=variant, **kwargs)), name == "log_softmax"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261127)
