@@ -5,6 +5,7 @@ module turns them into the list of usable backends, best first, and reads
 SOFTMAXLIB_BACKEND once. A bad value of that variable fails the import with a
 message naming it, rather than falling back silently.
 """
+import importlib
 import os
 
 from ._version import __version__
@@ -13,7 +14,7 @@ ENV_VAR = "SOFTMAXLIB_BACKEND"
 ALL_BACKENDS = ("avx512", "avx2", "numba")  # best first
 
 try:
-    from . import _kernels
+    _kernels = importlib.import_module(f"{__package__}._kernels")
 except ModuleNotFoundError as error:
     if error.name != f"{__package__}._kernels":
         raise
