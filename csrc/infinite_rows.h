@@ -11,7 +11,7 @@ static void infinite_row(const float *x, float *y, int64_t n, int log_output) {
         infinities += (x[i] == INFINITY);
         nans += isnan(x[i]) != 0;
     }
-    const float at_inf = log_output ? (float)-log((double)infinities) : (float)(1.0 / (double)infinities);
+    const float at_inf = log_output ? (float)log(1.0 / (double)infinities) : (float)(1.0 / (double)infinities);
     const float elsewhere = log_output ? -INFINITY : 0.0f;
     for (int64_t i = 0; i < n; i++) {
         y[i] = nans ? NAN : (x[i] == INFINITY ? at_inf : elsewhere);

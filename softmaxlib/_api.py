@@ -79,8 +79,11 @@ def apply_rows(operation, x, axis, out, backend):
     if x_rows.size:
         kernel = _registry.row_kernel(operation, backend, work_dtype)
         kernel(x_rows.reshape(-1, n), y_rows.reshape(-1, n))
-    if target is None:
-        return np.moveaxis(y_rows.astype(result_dtype, copy=False), -1, axis)
-    if y_rows is not target:
-        target[...] = y_rows
+    # Casting to float16 may overflow to -inf (log-softmax of a wide row): that is
+    # the correctly rounded result, not an error worth a warning.
+    with np.errstate(over="ignore"):
+        if target is None:
+            return np.moveaxis(y_rows.astype(result_dtype, copy=False), -1, axis)
+        if y_rows is not target:
+            target[...] = y_rows
     return out

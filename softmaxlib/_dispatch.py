@@ -7,6 +7,8 @@ message naming it, rather than falling back silently.
 """
 import importlib
 import os
+import platform
+import warnings
 
 from ._version import __version__
 
@@ -19,6 +21,13 @@ except ModuleNotFoundError as error:
     if error.name != f"{__package__}._kernels":
         raise
     _kernels = None  # not x86-64, or the C part did not build: Numba only
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        warnings.warn(
+            "softmaxlib's C kernels are not built, so it runs on Numba only. In a source checkout, "
+            "run from another folder (or build in place with `python setup.py build_ext --inplace`).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 if _kernels is not None:
     ffi, lib = _kernels.ffi, _kernels.lib

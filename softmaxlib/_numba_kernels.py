@@ -78,7 +78,7 @@ def infinite_row(row, out, log_output):
         infinities += v == np.inf
         nans += v != v
     if log_output:
-        at_inf, elsewhere = -math.log(infinities), -np.inf
+        at_inf, elsewhere = math.log(1.0 / infinities), -np.inf
     else:
         at_inf, elsewhere = 1.0 / infinities, 0.0
     for i in range(row.size):

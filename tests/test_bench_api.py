@@ -1,0 +1,171 @@
+"""The benchmark API (softmaxlib.bench): shapes and consistency of its results, never speed."""
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import softmaxlib
+from softmaxlib import _dispatch, _registry, bench
+
+PACKAGE_PARENT = str(pathlib.Path(softmaxlib.__file__).resolve().parent.parent)
+
+
+def run_cli(*args):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "softmaxlib", "bench", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def positive_finite(value):
+    return math.isfinite(value) and value > 0
+
+
+def test_bandwidth_small_buffer():
+    bw = bench.bandwidth(1 << 20, repeats=3)
+    assert bw.nbytes == 1 << 20
+    assert positive_finite(bw.read_gb_s) and positive_finite(bw.read_write_gb_s)
+    assert ("C probe" in bw.source) == (_dispatch.lib is not None)
+    assert bw.t_read(bw.read_gb_s * 1000) == pytest.approx(1000)
+    assert bw.t_read_write(bw.read_write_gb_s * 1000) == pytest.approx(1000)
+
+
+def test_bandwidth_numpy_fallback(monkeypatch):
+    monkeypatch.setattr(_dispatch, "lib", None)
+    bw = bench.bandwidth(4096 + 7, repeats=2)  # rounded down to whole 64-bit words
+    assert bw.nbytes == 4096
+    assert "NumPy" in bw.source
+    assert positive_finite(bw.read_gb_s) and positive_finite(bw.read_write_gb_s)
+
+
+def test_bandwidth_rejects_tiny_buffer():
+    with pytest.raises(ValueError):
+        bench.bandwidth(7)
+
+
+def test_time_callable_rotates_over_every_set():
+    seen = []
+    timing = bench.time_callable(seen.append, [("a",), ("b",), ("c",)], repeats=4, warmup=1,
+                                 min_sample_ns=0)
+    assert seen[:3] == ["a", "b", "c"]  # warm-up touches every set once
+    assert seen[3:] == ["abc"[i % 3] for i in range(len(seen) - 3)]  # then calls go in turn
+    assert 1 <= timing.samples <= 4 and timing.calls_per_sample >= 1
+    assert len(seen) == 3 + 1 + timing.samples * timing.calls_per_sample  # + 1 calibration call
+    assert 0 < timing.min_ns <= timing.median_ns
+
+
+def test_traffic_split_matches_registry():
+    for name, spec in _registry.OPERATIONS.items():
+        read_only, read_write = bench.traffic_split(name)
+        assert read_only >= 0 and read_write >= 1
+        assert read_only + read_write == spec.traffic_per_element
+
+
+def check_result(result, baselines):
+    elements = result.rows * result.n
+    assert result.rows == bench.batch_rows(result.n)
+    assert positive_finite(result.median_ns) and 0 < result.min_ns <= result.median_ns
+    assert result.ns_per_element == pytest.approx(result.median_ns / elements)
+    assert result.gb_per_s == pytest.approx(8 * elements / result.median_ns)
+    assert result.bytes_in_out == 8 * elements
+    assert result.samples >= 1 and result.calls_per_sample >= 1
+    assert result.sum_error < 1e-4
+    if result.is_baseline:
+        assert result.speedup_vs_numpy == 1.0 and result.roofline_ns is None
+        assert result.bytes_moved == bench.NUMPY_TRAFFIC_PER_ELEMENT[result.operation] * 4 * elements
+    else:
+        spec = _registry.OPERATIONS[result.operation]
+        assert (result.family, result.variant) == (spec.family, result.operation.rsplit("_", 1)[1])
+        assert result.bytes_moved == spec.traffic_per_element * 4 * elements
+        assert positive_finite(result.roofline_ns)
+        assert result.roofline_fraction == pytest.approx(result.roofline_ns / result.median_ns)
+        baseline = baselines[result.n, result.operation.rsplit("_", 1)[0]]
+        assert result.speedup_vs_numpy == pytest.approx(baseline.median_ns / result.median_ns)
+
+
+@pytest.fixture(scope="module")
+def small_probe():
+    return bench.bandwidth(1 << 20, repeats=2)
+
+
+def test_run_tiny_sizes(small_probe):
+    sizes = [7, 1000]
+    results = bench.run(sizes, repeats=2, bw=small_probe, max_seconds=0.05)
+    kernels = [r for r in results if not r.is_baseline]
+    baselines = {(r.n, r.operation): r for r in results if r.is_baseline}
+    expected = {(op, backend, n) for op in _registry.OPERATIONS for backend in softmaxlib.backends()
+                for n in sizes}
+    assert sorted((r.operation, r.backend, r.n) for r in kernels) == sorted(expected)
+    names = {op.rsplit("_", 1)[0] for op in _registry.OPERATIONS}
+    assert set(baselines) == {(n, name) for n in sizes for name in names}
+    assert len(results) == len(expected) + len(baselines)
+    for result in results:
+        assert result.cache == "hot" and result.buffers == 1
+        check_result(result, baselines)
+        assert set(result.as_dict()) >= {"operation", "backend", "n", "ns_per_element", "gb_per_s"}
+
+
+def test_run_out_of_cache_rotates_buffers(monkeypatch, small_probe):
+    llc = 1 << 18  # pretend the last-level cache is 256 KiB, so n = 1e5 is out of cache
+    monkeypatch.setattr(bench, "llc_bytes", lambda: llc)
+    backend = softmaxlib.backends()[0]
+    results = bench.run([100_000], [backend], ["softmax_reload"], repeats=2, bw=small_probe,
+                        max_seconds=0.05)
+    assert [(r.operation, r.backend) for r in results] == [("softmax", "numpy"), ("softmax_reload", backend)]
+    baselines = {(r.n, r.operation): r for r in results if r.is_baseline}
+    for result in results:
+        assert result.cache == "cold" and result.buffers >= 2
+        assert result.buffers * result.bytes_in_out >= 2 * llc
+        check_result(result, baselines)
+
+
+def test_run_rejects_unknown_names(small_probe):
+    with pytest.raises(ValueError, match="operation"):
+        bench.run([10], operations=["softmax_sideways"], bw=small_probe)
+    with pytest.raises(ValueError, match="backend"):
+        bench.run([10], backends=["sse9"], bw=small_probe)
+
+
+@pytest.mark.parametrize("text, value", [("1000", 1000), ("1e3", 1000), ("1E5", 100_000),
+                                         ("2^24", 1 << 24), ("2**10", 1024), (" 7 ", 7)])
+def test_parse_size(text, value):
+    assert bench.parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "0", "-5", "1.5", "1e-3", "2^", "2^100", "1e400", "nan"])
+def test_parse_size_rejects(text):
+    with pytest.raises(ValueError):
+        bench.parse_size(text)
+
+
+def test_cli_runs_and_prints_the_table():
+    completed = run_cli("--sizes", "1000", "--repeats", "2")
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert any(line.startswith("bandwidth probe") and "GB/s" in line for line in lines)
+    header = next(line for line in lines if line.startswith("operation"))
+    for column in ("ns/elem", "x NumPy", "GB/s", "roofline"):
+        assert column in header
+    rows = [line.split() for line in lines if line.split() and line.split()[0] in
+            {"numpy", *bench.MAIN_OPERATIONS}]
+    assert sorted((row[0], row[1]) for row in rows) == sorted(
+        [("numpy", "numpy")] + [(op, b) for op in bench.MAIN_OPERATIONS for b in softmaxlib.backends()])
+    for row in rows:
+        assert row[2] == "1e3" and positive_finite(float(row[5]))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sizes", "1e3,abc"], "bad size 'abc'"),
+    (["--sizes", "0"], "out of range"),
+    (["--backends", "sse9"], "unknown softmaxlib backend"),
+    (["--operations", "softmax_sideways"], "unknown operation"),
+])
+def test_cli_rejects_bad_arguments(args, message):
+    completed = run_cli(*args)
+    assert completed.returncode == 2
+    assert message in completed.stderr
+    assert "Traceback" not in completed.stderr
