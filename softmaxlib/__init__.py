@@ -28,7 +28,7 @@ def show_runtime():
     else:
         found = [name for name, present in _dispatch.CPU_FEATURES.items() if present]
         print(f"CPU features: {' '.join(found) or 'none of interest'}")
-    forced = f" (forced by {_dispatch.ENV_VAR})" if _dispatch.os.environ.get(_dispatch.ENV_VAR) else ""
+    forced = f" (forced by {_dispatch.ENV_VAR})" if _dispatch.FORCED_BACKEND else ""
     print(f"backends usable: {', '.join(USABLE_BACKENDS)}; default: {DEFAULT_BACKEND}{forced}")
     for name, operation in _registry.OPERATIONS.items():
         print(f"  {operation.family}.{name}: {DEFAULT_BACKEND} (float32), numba (float64)")

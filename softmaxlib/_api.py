@@ -18,14 +18,16 @@ def compute_dtype(dtype):
     """(dtype the kernel computes in, dtype of the result) for an input dtype.
 
     float32 and float64 compute in themselves; float16 computes in float32 and
-    returns float16; integers and bool become float64, as in SciPy.
+    returns float16; integers and bool become float64, as in SciPy. Byte order
+    does not matter: results are in native order.
     """
-    if dtype == np.float32 or dtype == np.float64:
-        return dtype, dtype
-    if dtype == np.float16:
-        return np.dtype(np.float32), dtype
+    if dtype.kind == "f" and dtype.itemsize in (2, 4, 8):
+        native = dtype.newbyteorder("=")
+        return (np.dtype(np.float32) if dtype.itemsize == 2 else native), native
     if dtype.kind in "biu":
         return np.dtype(np.float64), np.dtype(np.float64)
+    if dtype.kind == "f":
+        raise TypeError(f"softmaxlib supports float16, float32 and float64, not {dtype}")
     raise TypeError(f"softmaxlib needs a real floating, integer or bool array, not dtype {dtype}")
 
 

@@ -69,9 +69,11 @@ def check_backend(name):
     return name
 
 
-def _default_backend():
-    forced = os.environ.get(ENV_VAR)
-    if forced is None or forced == "":
+FORCED_BACKEND = os.environ.get(ENV_VAR) or None  # empty means unset
+
+
+def _default_backend(forced):
+    if forced is None:
         return USABLE_BACKENDS[0]
     try:
         return check_backend(forced)
@@ -79,7 +81,7 @@ def _default_backend():
         raise ImportError(f"{ENV_VAR}={forced!r} is invalid: {error}") from None
 
 
-DEFAULT_BACKEND = _default_backend()
+DEFAULT_BACKEND = _default_backend(FORCED_BACKEND)
 
 
 def resolve(backend):

@@ -3,11 +3,12 @@
 The float32 twins follow the C kernels step by step (csrc/three_pass_kernels.h):
 the same exp (rr2 range reduction, degree-5 polynomial, same constants and
 cutoff), the same handling of +inf rows, NaN and -inf, and the same flush of
-outputs below FLT_MIN. Two differences, both in the twin's favour or neutral:
-the sum of exps is accumulated directly in float64 (the C kernels sum float32
-lanes and fold them into a double every 4096 elements), and FMA is emulated in
-float64, which rounds twice (exact product, then the sum to double, then to
-float) and so may differ from a true FMA in the last bit on rare ties.
+outputs below FLT_MIN. They work on blocks of BLOCK elements in branch-free
+loops so that LLVM vectorizes them. One difference: the sum of exps is
+accumulated directly in float64 (the C kernels sum float32 lanes and fold
+them into a double every 4096 elements), so it may differ in the last bits.
+On a CPU without FMA the polynomial rounds twice per step (see
+exp_nonpositive_block).
 
 The float64 kernels compute in float64 with libm's exp and keep subnormal
 outputs exactly; they back float64 input on every backend.
@@ -28,31 +29,42 @@ EXP_C2 = f32(float.fromhex("0x1.FFFDC6p-2"))
 EXP_C1 = f32(float.fromhex("0x1.FFFFF6p-1"))
 EXP_CUTOFF = f32(-float.fromhex("0x1.5D589Ep+6"))
 FLT_MIN = f32(float.fromhex("0x1p-126"))
+MIN_EXPONENT = f32(-126.0)
+BLOCK = 1024  # elements per vectorized block: scratch stays in L1
 ONE = f32(1.0)
 ZERO = f32(0.0)
 
 
-@njit(cache=True, inline="always")
-def fma32(a, b, c):
-    return f32(np.float64(a) * np.float64(b) + np.float64(c))
+# fastmath={"contract"} lets LLVM fuse each a * b + c into one FMA where the
+# CPU has it, as the C kernels do; it allows nothing else (inf and NaN keep
+# their IEEE behaviour).
+@njit(cache=True, fastmath={"contract"})
+def exp_nonpositive_block(t, e, bits):
+    """e[i] = exp(t[i]) for t <= 0 or NaN, as vf_exp_nonpositive in C.
 
-
-@njit(cache=True)
-def exp_nonpositive32(t):
-    """exp(t) for t <= 0 or NaN in float32, as vf_exp_nonpositive in C."""
-    if t != t:
-        return t
-    if t < EXP_CUTOFF:
-        return ZERO
-    n = f32(np.rint(t * LOG2E))
-    r = fma32(n, MINUS_LN2_HI, t)
-    r = fma32(n, MINUS_LN2_LO, r)
-    p = fma32(EXP_C5, r, EXP_C4)
-    p = fma32(p, r, EXP_C3)
-    p = fma32(p, r, EXP_C2)
-    p = fma32(p, r, EXP_C1)
-    p = fma32(p, r, ONE)
-    return p * f32(math.ldexp(1.0, int(n)))
+    +0 below EXP_CUTOFF (and for -inf), NaN stays NaN. Written as two
+    branch-free loops over a block so that LLVM vectorizes them: the first
+    builds 2^n in the exponent field of `bits` (read back through a float32
+    view, as the AVX2 kernel does in a register), the second evaluates the
+    polynomial. n is clamped at -126 (NaN too) so the field stays valid;
+    those lanes are zeroed or NaN anyway.
+    """
+    two_to_n = bits.view(np.float32)
+    for i in range(t.size):
+        n = np.rint(t[i] * LOG2E)
+        n = n if n >= MIN_EXPONENT else MIN_EXPONENT
+        bits[i] = (np.int32(n) + np.int32(127)) << np.int32(23)
+    for i in range(t.size):
+        n = np.rint(t[i] * LOG2E)
+        n = n if n >= MIN_EXPONENT else MIN_EXPONENT
+        r = n * MINUS_LN2_HI + t[i]
+        r = n * MINUS_LN2_LO + r
+        p = EXP_C5 * r + EXP_C4
+        p = p * r + EXP_C3
+        p = p * r + EXP_C2
+        p = p * r + EXP_C1
+        p = p * r + ONE
+        e[i] = ZERO if t[i] < EXP_CUTOFF else p * two_to_n[i]
 
 
 @njit(cache=True)
@@ -86,31 +98,63 @@ def infinite_row(row, out, log_output):
 
 
 @njit(cache=True)
+def sum_f64(values, k):
+    """Sum of values[:k] in float64 over eight independent chains, which LLVM
+    vectorizes (a single chain would wait on every add's latency)."""
+    partial = np.zeros(8)
+    whole = k - k % 8
+    for i in range(0, whole, 8):
+        for lane in range(8):
+            partial[lane] += values[i + lane]
+    for i in range(whole, k):
+        partial[0] += values[i]
+    return partial.sum()
+
+
+@njit(cache=True)
+def shifted_exp_block(row, start, stop, m, shifted, e, bits):
+    """shifted = row[start:stop] - m and e = exp(shifted), in the scratch buffers; returns their length."""
+    k = stop - start
+    for i in range(k):
+        shifted[i] = row[start + i] - m
+    exp_nonpositive_block(shifted[:k], e[:k], bits[:k])
+    return k
+
+
+@njit(cache=True)
 def three_pass_rows_f32(x, y, reload, log_output):
+    shifted = np.empty(BLOCK, f32)
+    e = np.empty(BLOCK, f32)
+    bits = np.empty(BLOCK, np.int32)
     for r in range(x.shape[0]):
         row, out = x[r], y[r]
-        if row.size == 0:
+        n = row.size
+        if n == 0:
             continue
         m = f32(row_max_ignoring_nan(row))
         if m == np.inf:
             infinite_row(row, out, log_output)
             continue
         total = 0.0
-        for i in range(row.size):
-            shifted = row[i] - m
-            e = exp_nonpositive32(shifted)
-            total += e
+        for start in range(0, n, BLOCK):
+            k = shifted_exp_block(row, start, min(start + BLOCK, n), m, shifted, e, bits)
+            total += sum_f64(e, k)
             if reload:
-                out[i] = shifted if log_output else e
+                out[start:start + k] = shifted[:k] if log_output else e[:k]
         if log_output:
             log_sum = f32(math.log(total))
-            for i in range(row.size):
+            for i in range(n):
                 out[i] = (out[i] if reload else row[i] - m) - log_sum
+        elif reload:
+            inverse_sum = f32(1.0 / total)
+            for i in range(n):
+                out[i] = flush_below_flt_min(out[i] * inverse_sum)
         else:
             inverse_sum = f32(1.0 / total)
-            for i in range(row.size):
-                e = out[i] if reload else exp_nonpositive32(row[i] - m)
-                out[i] = flush_below_flt_min(e * inverse_sum)
+            for start in range(0, n, BLOCK):
+                k = shifted_exp_block(row, start, min(start + BLOCK, n), m, shifted, e, bits)
+                for i in range(k):
+                    out[start + i] = flush_below_flt_min(e[i] * inverse_sum)
 
 
 @njit(cache=True)
