@@ -32,6 +32,12 @@ const char *sml_build_version(void);
 uint64_t sml_stream_read(const uint64_t *words, int64_t count);
 void sml_stream_read_write(uint64_t *words, int64_t count);
 
+/* The vector exp of every softmax kernel, exported so that the tests can check
+ * it over every float32 input: e[i] = exp(t[i]) for t[i] <= 0 or NaN, +0
+ * below ln(FLT_MIN) (csrc/exp_constants.h). */
+void sml_f32_exp_nonpositive__avx2(int64_t n, const float *t, float *e);
+void sml_f32_exp_nonpositive__avx512(int64_t n, const float *t, float *e);
+
 /* Three-pass softmax and log-softmax.
  * reload:    max; y = exp(x - max) while summing; y *= 1/sum.
  * recompute: max; sum of exp(x - max); y = exp(x - max) * (1/sum).

@@ -113,6 +113,12 @@ SML_INLINE void three_pass_row(const float *x, float *y, int64_t n, int reload, 
     }
 }
 
+void SML_ISA_SUFFIX(sml_f32_exp_nonpositive)(int64_t n, const float *t, float *e) {
+    int64_t i = 0;
+    for (; i + VF_LANES <= n; i += VF_LANES) vf_store(e + i, vf_exp_nonpositive(vf_load(t + i)));
+    if (i < n) vf_store_tail(e + i, n - i, vf_exp_nonpositive(vf_load_tail(t + i, n - i, 0.0f)));
+}
+
 #define ROW_KERNEL(name, reload, log_output)                                                   \
     void SML_ISA_SUFFIX(name)(int64_t rows, int64_t n, const float *x, float *y) {             \
         for (int64_t r = 0; r < rows; r++) three_pass_row(x + r * n, y + r * n, n, reload, log_output); \

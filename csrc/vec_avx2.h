@@ -64,11 +64,12 @@ SML_INLINE vf vf_exp_nonpositive(vf t) {
     n = _mm256_sub_ps(n, magic_bias);
     vf r = _mm256_fmadd_ps(n, vf_set1(SML_MINUS_LN2_HI), t);
     r = _mm256_fmadd_ps(n, vf_set1(SML_MINUS_LN2_LO), r);
-    vf p = _mm256_fmadd_ps(vf_set1(SML_EXP_C5), r, vf_set1(SML_EXP_C4));
-    p = _mm256_fmadd_ps(p, r, vf_set1(SML_EXP_C3));
-    p = _mm256_fmadd_ps(p, r, vf_set1(SML_EXP_C2));
-    p = _mm256_fmadd_ps(p, r, vf_set1(SML_EXP_C1));
-    p = _mm256_fmadd_ps(p, r, vf_set1(1.0f));
+    /* p = (r + r*s) + 1, s = (c1 - 1) + r*(c2 + ...): monotone, see exp_constants.h */
+    vf s = _mm256_fmadd_ps(vf_set1(SML_EXP_C5), r, vf_set1(SML_EXP_C4));
+    s = _mm256_fmadd_ps(s, r, vf_set1(SML_EXP_C3));
+    s = _mm256_fmadd_ps(s, r, vf_set1(SML_EXP_C2));
+    s = _mm256_fmadd_ps(s, r, vf_set1(SML_EXP_C1_MINUS_1));
+    const vf p = _mm256_add_ps(_mm256_fmadd_ps(r, s, r), vf_set1(1.0f));
     const vf keep = _mm256_cmp_ps(t, vf_set1(SML_EXP_CUTOFF), _CMP_NLT_UQ);
     return _mm256_and_ps(keep, _mm256_mul_ps(p, two_to_n));
 }

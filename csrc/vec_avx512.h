@@ -51,11 +51,12 @@ SML_INLINE vf vf_exp_nonpositive(vf t) {
     const vf n = _mm512_roundscale_ps(_mm512_mul_ps(t, vf_set1(SML_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     vf r = _mm512_fmadd_ps(n, vf_set1(SML_MINUS_LN2_HI), t);
     r = _mm512_fmadd_ps(n, vf_set1(SML_MINUS_LN2_LO), r);
-    vf p = _mm512_fmadd_ps(vf_set1(SML_EXP_C5), r, vf_set1(SML_EXP_C4));
-    p = _mm512_fmadd_ps(p, r, vf_set1(SML_EXP_C3));
-    p = _mm512_fmadd_ps(p, r, vf_set1(SML_EXP_C2));
-    p = _mm512_fmadd_ps(p, r, vf_set1(SML_EXP_C1));
-    p = _mm512_fmadd_ps(p, r, vf_set1(1.0f));
+    /* p = (r + r*s) + 1, s = (c1 - 1) + r*(c2 + ...): monotone, see exp_constants.h */
+    vf s = _mm512_fmadd_ps(vf_set1(SML_EXP_C5), r, vf_set1(SML_EXP_C4));
+    s = _mm512_fmadd_ps(s, r, vf_set1(SML_EXP_C3));
+    s = _mm512_fmadd_ps(s, r, vf_set1(SML_EXP_C2));
+    s = _mm512_fmadd_ps(s, r, vf_set1(SML_EXP_C1_MINUS_1));
+    const vf p = _mm512_add_ps(_mm512_fmadd_ps(r, s, r), vf_set1(1.0f));
     const __mmask16 keep = _mm512_cmp_ps_mask(t, vf_set1(SML_EXP_CUTOFF), _CMP_NLT_UQ);
     return _mm512_maskz_scalef_ps(keep, p, n);
 }

@@ -22,11 +22,11 @@ f32 = np.float32
 LOG2E = f32(float.fromhex("0x1.715476p+0"))
 MINUS_LN2_HI = f32(-float.fromhex("0x1.62E43p-1"))
 MINUS_LN2_LO = f32(float.fromhex("0x1.05C61p-29"))
-EXP_C5 = f32(float.fromhex("0x1.0F9F9Cp-7"))
-EXP_C4 = f32(float.fromhex("0x1.573A1Ap-5"))
-EXP_C3 = f32(float.fromhex("0x1.555A80p-3"))
-EXP_C2 = f32(float.fromhex("0x1.FFFDC6p-2"))
-EXP_C1 = f32(float.fromhex("0x1.FFFFF6p-1"))
+EXP_C5 = f32(float.fromhex("0x1.0DE188p-7"))
+EXP_C4 = f32(float.fromhex("0x1.573C30p-5"))
+EXP_C3 = f32(float.fromhex("0x1.555F54p-3"))
+EXP_C2 = f32(float.fromhex("0x1.FFFDC0p-2"))
+EXP_C1_MINUS_1 = f32(-float.fromhex("0x1.6p-21"))  # c1 = 0x1.FFFFEAp-1
 EXP_CUTOFF = f32(-float.fromhex("0x1.5D589Ep+6"))
 FLT_MIN = f32(float.fromhex("0x1p-126"))
 MIN_EXPONENT = f32(-126.0)
@@ -59,11 +59,11 @@ def exp_nonpositive_block(t, e, bits):
         n = n if n >= MIN_EXPONENT else MIN_EXPONENT
         r = n * MINUS_LN2_HI + t[i]
         r = n * MINUS_LN2_LO + r
-        p = EXP_C5 * r + EXP_C4
-        p = p * r + EXP_C3
-        p = p * r + EXP_C2
-        p = p * r + EXP_C1
-        p = p * r + ONE
+        s = EXP_C5 * r + EXP_C4
+        s = s * r + EXP_C3
+        s = s * r + EXP_C2
+        s = s * r + EXP_C1_MINUS_1
+        p = (r * s + r) + ONE  # this order keeps the exp monotone (exp_constants.h)
         e[i] = ZERO if t[i] < EXP_CUTOFF else p * two_to_n[i]
 
 
