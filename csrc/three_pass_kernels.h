@@ -9,14 +9,12 @@
  *
  * Loops run four vectors per trip, each with its own accumulator so that the
  * add latency is hidden, then one vector per trip, then one masked tail (no
- * scalar epilogue).  Lane sums are folded into a double every SUM_BLOCK
- * elements, so the sum keeps float32 accuracy at any row length.
+ * scalar epilogue).
  */
 #include <math.h>
 #include "infinite_rows.h"
 
-#define UNROLL 4
-#define SUM_BLOCK 4096 /* a multiple of UNROLL * VF_LANES */
+#define UNROLL 4 /* vectors per trip; sum_exp_shifted's tree assumes 4 */
 
 enum pass2_store { STORE_NOTHING, STORE_EXP, STORE_SHIFTED };
 enum pass3_output { SCALE_STORED_EXP, SCALE_RECOMPUTED_EXP, SUBTRACT_FROM_STORED, SHIFT_AND_SUBTRACT };
@@ -41,33 +39,39 @@ SML_INLINE vf pass2_vector(vf v, vf vmax, float *y, enum pass2_store store) {
     return e;
 }
 
-/* Sum of exp(x - max) over the row, accumulated in double across blocks. */
+/* Pass 2 over one trip of UNROLL vectors: their exps added as a tree in float,
+ * (e0 + e1) + (e2 + e3). */
+SML_INLINE vf pass2_trip(const float *x, float *y, vf vmax, enum pass2_store store) {
+    vf e[UNROLL];
+    for (int u = 0; u < UNROLL; u++) e[u] = pass2_vector(vf_load(x + u * VF_LANES), vmax, y + u * VF_LANES, store);
+    return vf_add(vf_add(e[0], e[1]), vf_add(e[2], e[3]));
+}
+
+/* Sum of exp(x - max) over the row.  Two trips' trees are added in float and
+ * the result goes straight into double lanes, so every element passes through
+ * at most three float roundings whatever the row length.  (Float lane
+ * accumulators, even folded into a double every few thousand elements, lose
+ * every term below half an ULP of a lane that already holds a large exp, such
+ * as the max's exp(0) = 1: up to 60 ULP for one dominant logit in a long
+ * tail.)  Widening to double costs three instructions, hence once per two
+ * trips. */
 SML_INLINE double sum_exp_shifted(const float *x, float *y, int64_t n, float max, enum pass2_store store) {
     const vf vmax = vf_set1(max);
-    double total = 0.0;
+    const int64_t trip = UNROLL * VF_LANES;
+    vsum sum = vsum_zero();
     int64_t i = 0;
-    while (i < n) {
-        const int64_t block_end = n - i > SUM_BLOCK ? i + SUM_BLOCK : n;
-        vf s[UNROLL];
-        for (int u = 0; u < UNROLL; u++) s[u] = vf_zero();
-        for (; i + UNROLL * VF_LANES <= block_end; i += UNROLL * VF_LANES)
-            for (int u = 0; u < UNROLL; u++) {
-                const int64_t at = i + u * VF_LANES;
-                s[u] = vf_add(s[u], pass2_vector(vf_load(x + at), vmax, y + at, store));
-            }
-        for (; i + VF_LANES <= block_end; i += VF_LANES) s[0] = vf_add(s[0], pass2_vector(vf_load(x + i), vmax, y + i, store));
-        if (i < block_end) {
-            /* Filling the tail with -inf makes its exp exactly 0. */
-            const int64_t k = block_end - i;
-            float tail[VF_LANES];
-            const vf e = pass2_vector(vf_load_tail(x + i, k, -INFINITY), vmax, tail, store);
-            if (store != STORE_NOTHING) vf_store_tail(y + i, k, vf_load(tail));
-            s[1] = vf_add(s[1], e);
-            i = block_end;
-        }
-        total += vf_reduce_add_double(vf_add(vf_add(s[0], s[1]), vf_add(s[2], s[3])));
+    for (; i + 2 * trip <= n; i += 2 * trip)
+        sum = vsum_add(sum, vf_add(pass2_trip(x + i, y + i, vmax, store), pass2_trip(x + i + trip, y + i + trip, vmax, store)));
+    for (; i + trip <= n; i += trip) sum = vsum_add(sum, pass2_trip(x + i, y + i, vmax, store));
+    for (; i + VF_LANES <= n; i += VF_LANES) sum = vsum_add(sum, pass2_vector(vf_load(x + i), vmax, y + i, store));
+    if (i < n) {
+        /* Filling the tail with -inf makes its exp exactly 0. */
+        float tail[VF_LANES];
+        const vf e = pass2_vector(vf_load_tail(x + i, n - i, -INFINITY), vmax, tail, store);
+        if (store != STORE_NOTHING) vf_store_tail(y + i, n - i, vf_load(tail));
+        sum = vsum_add(sum, e);
     }
-    return total;
+    return vsum_reduce(sum);
 }
 
 /* The output of pass 3 for one vector: `source` is y (stored) or x. */

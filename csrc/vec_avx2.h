@@ -45,11 +45,19 @@ SML_INLINE float vf_reduce_max(vf v) {
     return _mm_cvtss_f32(m);
 }
 
-/* Lane sums are widened to double before the horizontal add. */
-SML_INLINE double vf_reduce_add_double(vf v) {
-    __m256d d = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
-    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(d), _mm256_extractf128_pd(d, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+/* A sum of floats kept in double lanes: 8 float lanes widen into two vectors
+ * of 4 doubles. */
+typedef struct { __m256d low, high; } vsum;
+SML_INLINE vsum vsum_zero(void) { return (vsum){_mm256_setzero_pd(), _mm256_setzero_pd()}; }
+SML_INLINE vsum vsum_add(vsum s, vf v) {
+    s.low = _mm256_add_pd(s.low, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    s.high = _mm256_add_pd(s.high, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    return s;
+}
+SML_INLINE double vsum_reduce(vsum s) {
+    const __m256d d = _mm256_add_pd(s.low, s.high);
+    const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(d), _mm256_extractf128_pd(d, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
 }
 
 /* exp(t) for t <= 0 or NaN; +0 below SML_EXP_CUTOFF (and for t = -inf), NaN

@@ -37,12 +37,16 @@ SML_INLINE void vf_store_tail(float *p, int64_t k, vf v) { _mm512_mask_storeu_ps
 SML_INLINE vf vf_max_ignoring_nan(vf candidate, vf running) { return _mm512_max_ps(candidate, running); }
 SML_INLINE float vf_reduce_max(vf v) { return _mm512_reduce_max_ps(v); }
 
-/* Lane sums are widened to double before the horizontal add. */
-SML_INLINE double vf_reduce_add_double(vf v) {
-    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-    __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
-    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+/* A sum of floats kept in double lanes: 16 float lanes widen into two vectors
+ * of 8 doubles. */
+typedef struct { __m512d low, high; } vsum;
+SML_INLINE vsum vsum_zero(void) { return (vsum){_mm512_setzero_pd(), _mm512_setzero_pd()}; }
+SML_INLINE vsum vsum_add(vsum s, vf v) {
+    s.low = _mm512_add_pd(s.low, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    s.high = _mm512_add_pd(s.high, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+    return s;
 }
+SML_INLINE double vsum_reduce(vsum s) { return _mm512_reduce_add_pd(_mm512_add_pd(s.low, s.high)); }
 
 /* exp(t) for t <= 0 or NaN; +0 below SML_EXP_CUTOFF (and for t = -inf), NaN
  * stays NaN.  vscalefps applies 2^n exactly in one instruction, with no

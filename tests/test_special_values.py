@@ -86,7 +86,7 @@ CASES = [
     _case("quotient_below_flt_min", [0.0] * 199 + [-86.0]),
     # float64: exp(x - max) = 3.5e-308 >= DBL_MIN, the quotient 1.7e-310 is subnormal and kept.
     _case("quotient_subnormal_in_float64", [-708.25] + [0.0] * 199),
-    # Long rows of equal values: 1/n each (the float32 lane sums fold into a double every 4096).
+    # Long rows of equal values: 1/n each, exactly, however long the sum.
     _case("equal_flt_max_long", [F] * ((1 << 20) + 3), [1 / ((1 << 20) + 3)] * ((1 << 20) + 3),
           [-math.log((1 << 20) + 3)] * ((1 << 20) + 3)),
     _case("equal_minus_flt_max_long", [-F] * (3 * 4096 + 5), [1 / (3 * 4096 + 5)] * (3 * 4096 + 5),
