@@ -31,25 +31,22 @@ class RowOperation:
     traffic_per_element: int
 
 
-def _three_pass(function, reload, log_output):
-    return lambda x, y: function(x, y, reload, log_output)
+def _three_pass(name, reload, log_output, traffic_per_element):
+    return RowOperation(
+        name, "three_pass", f"sml_f32_{name}",
+        numba_f32=lambda x, y: nk.three_pass_rows_f32(x, y, reload, log_output),
+        numba_f64=lambda x, y: nk.three_pass_rows_f64(x, y, reload, log_output),
+        traffic_per_element=traffic_per_element,
+    )
 
 
 OPERATIONS = {
     op.name: op
     for op in [
-        RowOperation("softmax_reload", "three_pass", "sml_f32_softmax_reload",
-                     _three_pass(nk.three_pass_rows_f32, True, False),
-                     _three_pass(nk.three_pass_rows_f64, True, False), traffic_per_element=5),
-        RowOperation("softmax_recompute", "three_pass", "sml_f32_softmax_recompute",
-                     _three_pass(nk.three_pass_rows_f32, False, False),
-                     _three_pass(nk.three_pass_rows_f64, False, False), traffic_per_element=4),
-        RowOperation("log_softmax_reload", "three_pass", "sml_f32_log_softmax_reload",
-                     _three_pass(nk.three_pass_rows_f32, True, True),
-                     _three_pass(nk.three_pass_rows_f64, True, True), traffic_per_element=5),
-        RowOperation("log_softmax_recompute", "three_pass", "sml_f32_log_softmax_recompute",
-                     _three_pass(nk.three_pass_rows_f32, False, True),
-                     _three_pass(nk.three_pass_rows_f64, False, True), traffic_per_element=4),
+        _three_pass("softmax_reload", reload=True, log_output=False, traffic_per_element=5),
+        _three_pass("softmax_recompute", reload=False, log_output=False, traffic_per_element=4),
+        _three_pass("log_softmax_reload", reload=True, log_output=True, traffic_per_element=5),
+        _three_pass("log_softmax_recompute", reload=False, log_output=True, traffic_per_element=4),
     ]
 }
 
