@@ -4,6 +4,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -17,8 +18,10 @@ PACKAGE_PARENT = str(pathlib.Path(softmaxlib.__file__).resolve().parent.parent)
 def run_cli(*args):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
+    # From a neutral folder: `python -m` puts the working directory first on sys.path, and a
+    # source checkout there (without the built extension) would shadow the installed package.
     return subprocess.run([sys.executable, "-m", "softmaxlib", "bench", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+                          cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=120)
 
 
 def positive_finite(value):
