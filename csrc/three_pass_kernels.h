@@ -7,9 +7,11 @@
  *           evaluates the exp a second time.  log-softmax writes
  *           (x - max) - log(sum) instead.
  *
- * Loops run four vectors per trip, each with its own accumulator so that the
- * add latency is hidden, then one vector per trip, then one masked tail (no
- * scalar epilogue).
+ * Passes 1 and 3 start with a masked head up to the first vector-aligned
+ * address of the array they load (NumPy arrays usually start 16 bytes past a
+ * 64-byte line, so every AVX-512 load would straddle two lines); pass 2 does
+ * not, see sum_exp_shifted.  Then four vectors per trip, one vector per trip,
+ * and one masked tail (no scalar epilogue).
  */
 #include <math.h>
 #include "infinite_rows.h"
@@ -19,10 +21,17 @@
 enum pass2_store { STORE_NOTHING, STORE_EXP, STORE_SHIFTED };
 enum pass3_output { SCALE_STORED_EXP, SCALE_RECOMPUTED_EXP, SUBTRACT_FROM_STORED, SHIFT_AND_SUBTRACT };
 
+/* How many of the n elements at p precede its first vector-aligned address. */
+SML_INLINE int64_t unaligned_head(const float *p, int64_t n) {
+    const int64_t head = (int64_t)((-(uintptr_t)p) % (VF_LANES * sizeof(float))) / (int64_t)sizeof(float);
+    return head < n ? head : n;
+}
+
 static float row_max(const float *x, int64_t n) {
     vf m[UNROLL];
     for (int u = 0; u < UNROLL; u++) m[u] = vf_set1(-INFINITY);
-    int64_t i = 0;
+    int64_t i = unaligned_head(x, n);
+    if (i > 0) m[0] = vf_load_tail(x, i, -INFINITY);
     for (; i + UNROLL * VF_LANES <= n; i += UNROLL * VF_LANES)
         for (int u = 0; u < UNROLL; u++) m[u] = vf_max_ignoring_nan(vf_load(x + i + u * VF_LANES), m[u]);
     for (; i + VF_LANES <= n; i += VF_LANES) m[0] = vf_max_ignoring_nan(vf_load(x + i), m[0]);
@@ -39,6 +48,15 @@ SML_INLINE vf pass2_vector(vf v, vf vmax, float *y, enum pass2_store store) {
     return e;
 }
 
+/* Pass 2 over the first k < VF_LANES elements: masked, the rest filled with
+ * -inf, whose exp is exactly 0. */
+SML_INLINE vf pass2_partial(const float *x, float *y, int64_t k, vf vmax, enum pass2_store store) {
+    float stored[VF_LANES];
+    const vf e = pass2_vector(vf_load_tail(x, k, -INFINITY), vmax, stored, store);
+    if (store != STORE_NOTHING) vf_store_tail(y, k, vf_load(stored));
+    return e;
+}
+
 /* Pass 2 over one trip of UNROLL vectors: their exps added as a tree in float,
  * (e0 + e1) + (e2 + e3). */
 SML_INLINE vf pass2_trip(const float *x, float *y, vf vmax, enum pass2_store store) {
@@ -47,30 +65,28 @@ SML_INLINE vf pass2_trip(const float *x, float *y, vf vmax, enum pass2_store sto
     return vf_add(vf_add(e[0], e[1]), vf_add(e[2], e[3]));
 }
 
-/* Sum of exp(x - max) over the row.  Two trips' trees are added in float and
- * the result goes straight into double lanes, so every element passes through
- * at most three float roundings whatever the row length.  (Float lane
- * accumulators, even folded into a double every few thousand elements, lose
- * every term below half an ULP of a lane that already holds a large exp, such
- * as the max's exp(0) = 1: up to 60 ULP for one dominant logit in a long
- * tail.)  Widening to double costs three instructions, hence once per two
- * trips. */
+/* Sum of exp(x - max) over the row.  Each trip's tree goes straight into
+ * double lanes, so every element passes through at most two float roundings
+ * whatever the row length.  (Float lane accumulators, even folded into a
+ * double every few thousand elements, lose every term below half an ULP of
+ * a lane that already holds a large exp, such as the max's exp(0) = 1: up to
+ * 60 ULP for one dominant logit in a long tail.)
+ *
+ * Unlike the other passes, this one has no aligned head: the lane an element
+ * lands in decides how it is rounded, so aligning would make the result depend
+ * on the array's address (a copy could differ from the original in the last
+ * bit).  One trip per fold keeps the loads in address order, which the
+ * hardware prefetcher needs when they straddle cache lines: with two trips per
+ * fold, the compiler interleaved them and unaligned rows ran three times slower
+ * out of cache. */
 SML_INLINE double sum_exp_shifted(const float *x, float *y, int64_t n, float max, enum pass2_store store) {
     const vf vmax = vf_set1(max);
     const int64_t trip = UNROLL * VF_LANES;
     vsum sum = vsum_zero();
     int64_t i = 0;
-    for (; i + 2 * trip <= n; i += 2 * trip)
-        sum = vsum_add(sum, vf_add(pass2_trip(x + i, y + i, vmax, store), pass2_trip(x + i + trip, y + i + trip, vmax, store)));
     for (; i + trip <= n; i += trip) sum = vsum_add(sum, pass2_trip(x + i, y + i, vmax, store));
     for (; i + VF_LANES <= n; i += VF_LANES) sum = vsum_add(sum, pass2_vector(vf_load(x + i), vmax, y + i, store));
-    if (i < n) {
-        /* Filling the tail with -inf makes its exp exactly 0. */
-        float tail[VF_LANES];
-        const vf e = pass2_vector(vf_load_tail(x + i, n - i, -INFINITY), vmax, tail, store);
-        if (store != STORE_NOTHING) vf_store_tail(y + i, n - i, vf_load(tail));
-        sum = vsum_add(sum, e);
-    }
+    if (i < n) sum = vsum_add(sum, pass2_partial(x + i, y + i, n - i, vmax, store));
     return vsum_reduce(sum);
 }
 
@@ -84,16 +100,21 @@ SML_INLINE vf pass3_vector(vf source, vf vmax, vf vfactor, enum pass3_output out
     }
 }
 
+SML_INLINE void pass3_partial(const float *source, float *y, int64_t k, vf vmax, vf vfactor, enum pass3_output output) {
+    vf_store_tail(y, k, pass3_vector(vf_load_tail(source, k, 0.0f), vmax, vfactor, output));
+}
+
 SML_INLINE void write_output(const float *source, float *y, int64_t n, float max, float factor, enum pass3_output output) {
     const vf vmax = vf_set1(max), vfactor = vf_set1(factor);
-    int64_t i = 0;
+    int64_t i = unaligned_head(source, n);
+    if (i > 0) pass3_partial(source, y, i, vmax, vfactor, output);
     for (; i + UNROLL * VF_LANES <= n; i += UNROLL * VF_LANES)
         for (int u = 0; u < UNROLL; u++) {
             const int64_t at = i + u * VF_LANES;
             vf_store(y + at, pass3_vector(vf_load(source + at), vmax, vfactor, output));
         }
     for (; i + VF_LANES <= n; i += VF_LANES) vf_store(y + i, pass3_vector(vf_load(source + i), vmax, vfactor, output));
-    if (i < n) vf_store_tail(y + i, n - i, pass3_vector(vf_load_tail(source + i, n - i, 0.0f), vmax, vfactor, output));
+    if (i < n) pass3_partial(source + i, y + i, n - i, vmax, vfactor, output);
 }
 
 SML_INLINE void three_pass_row(const float *x, float *y, int64_t n, int reload, int log_output) {
