@@ -4,6 +4,9 @@ The kernels see only (rows, n) C-contiguous arrays of float32 or float64.
 This module turns any array, axis, dtype and `out=` into that, following
 NumPy's conventions, and puts the result back where the user asked.
 """
+import contextlib
+import operator
+
 import numpy as np
 
 from . import _dispatch, _registry
@@ -33,8 +36,8 @@ def compute_dtype(dtype):
 
 def normalize_axis(axis, ndim):
     try:
-        axis = int(axis.__index__())
-    except AttributeError:
+        axis = operator.index(axis)
+    except TypeError:
         raise TypeError(f"axis must be an integer, not {type(axis).__name__}") from None
     if not -max(ndim, 1) <= axis < max(ndim, 1):
         raise AxisError(f"axis {axis} is out of bounds for an array of dimension {ndim}")
@@ -67,12 +70,14 @@ def apply_rows(operation, x, axis, out, backend):
         out[...] = result
         return out
 
-    rows_view = np.moveaxis(x, axis, -1)
+    # Rows along the last axis; np.moveaxis costs microseconds, so only when needed.
+    last = axis == x.ndim - 1
+    rows_view = x if last else np.moveaxis(x, axis, -1)
     # The kernels never modify their input, so a contiguous x is used as is.
     x_rows = np.ascontiguousarray(rows_view, dtype=work_dtype)
-    target = None if out is None else np.moveaxis(out, axis, -1)
+    target = None if out is None else (out if last else np.moveaxis(out, axis, -1))
     if target is not None and target.dtype == work_dtype and target.flags.c_contiguous and (
-        target.ctypes.data == x_rows.ctypes.data or not np.may_share_memory(target, x_rows)
+        not np.may_share_memory(target, x_rows) or _same_data(target, x_rows)
     ):
         y_rows = target  # write straight into out, in place when out is x
     else:
@@ -81,11 +86,18 @@ def apply_rows(operation, x, axis, out, backend):
     if x_rows.size:
         kernel = _registry.row_kernel(operation, backend, work_dtype)
         kernel(x_rows.reshape(-1, n), y_rows.reshape(-1, n))
+    if y_rows is target:
+        return out
     # Casting to float16 may overflow to -inf (log-softmax of a wide row): that is
     # the correctly rounded result, not an error worth a warning.
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore") if result_dtype == np.float16 else contextlib.nullcontext():
         if target is None:
-            return np.moveaxis(y_rows.astype(result_dtype, copy=False), -1, axis)
-        if y_rows is not target:
-            target[...] = y_rows
+            result = y_rows.astype(result_dtype, copy=False)
+            return result if last else np.moveaxis(result, -1, axis)
+        target[...] = y_rows
     return out
+
+
+def _same_data(a, b):
+    """Whether two C-contiguous arrays of one shape and dtype are the same memory."""
+    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
