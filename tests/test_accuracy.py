@@ -15,7 +15,7 @@ and max are within a factor 2 of each other, t is exact (Sterbenz): that is the
 case for every output >= FLT_MIN of N(0, 100) (x - max > -87.3 with max ~ 300-530)
 and U(-1000, 1000) (max ~ 1000). The exp itself is within 1.95 ULP
 (csrc/exp_constants.h); the scaling by 1/sum adds two roundings and the sum's
-float32 tree up to 2 * 2^-24. An error measured in ULP of e = exp(t) counts up to twice
+float32 tree up to 3 * 2^-24. An error measured in ULP of e = exp(t) counts up to twice
 in ULP of y = e / sum (the mantissas of e and y differ), hence ~4-6 ULP when t is
 exact.
 
