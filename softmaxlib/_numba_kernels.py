@@ -31,6 +31,7 @@ EXP_CUTOFF = f32(-float.fromhex("0x1.5D589Ep+6"))
 FLT_MIN = f32(float.fromhex("0x1p-126"))
 MIN_EXPONENT = f32(-126.0)
 BLOCK = 1024  # elements per vectorized block: scratch stays in L1
+LANES = 16  # independent accumulators of the reductions, for LLVM to vectorize
 ONE = f32(1.0)
 ZERO = f32(0.0)
 
@@ -74,10 +75,19 @@ def flush_below_flt_min(v):
 
 @njit(cache=True)
 def row_max_ignoring_nan(row):
-    m = -np.inf
-    for v in row:
-        if v > m:
-            m = v
+    """Max of the row, NaN ignored (-inf if none), as row_max in C: `v if v > m else m`
+    is the vmaxps rule, and LANES independent lanes let LLVM vectorize it."""
+    lanes = np.full(LANES, -np.inf, dtype=row.dtype)
+    whole = row.size - row.size % LANES
+    for i in range(0, whole, LANES):
+        for lane in range(LANES):
+            v = row[i + lane]
+            lanes[lane] = v if v > lanes[lane] else lanes[lane]
+    m = lanes[0]
+    for v in lanes[1:]:
+        m = v if v > m else m
+    for v in row[whole:]:
+        m = v if v > m else m
     return m
 
 
@@ -99,12 +109,12 @@ def infinite_row(row, out, log_output):
 
 @njit(cache=True)
 def sum_f64(values, k):
-    """Sum of values[:k] in float64 over eight independent chains, which LLVM
+    """Sum of values[:k] in float64 over LANES independent chains, which LLVM
     vectorizes (a single chain would wait on every add's latency)."""
-    partial = np.zeros(8)
-    whole = k - k % 8
-    for i in range(0, whole, 8):
-        for lane in range(8):
+    partial = np.zeros(LANES)
+    whole = k - k % LANES
+    for i in range(0, whole, LANES):
+        for lane in range(LANES):
             partial[lane] += values[i + lane]
     for i in range(whole, k):
         partial[0] += values[i]
