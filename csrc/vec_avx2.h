@@ -45,6 +45,8 @@ SML_INLINE float vf_reduce_max(vf v) {
     return _mm_cvtss_f32(m);
 }
 
+SML_INLINE vf vf_min_ignoring_nan(vf candidate, vf running) { return _mm256_min_ps(candidate, running); }
+
 /* A sum of floats kept in double lanes: 8 float lanes widen into two vectors
  * of 4 doubles. */
 typedef struct { __m256d low, high; } vsum;
@@ -64,8 +66,10 @@ SML_INLINE double vsum_reduce(vsum s) {
  * stays NaN.  AVX2 has no vscalefps, so 2^n is built in the exponent field:
  * adding the magic bias 1.5*2^23 + 127 rounds t*log2(e) to an integer n and
  * leaves n + 127 in the low mantissa bits; shifting them left by 23 gives the
- * float 2^n, valid for n in [-126, 0], which the cutoff guarantees. */
-SML_INLINE vf vf_exp_nonpositive(vf t) {
+ * float 2^n, valid for n in [-126, 0], which the cutoff guarantees.
+ * check_cutoff = 0 skips that test, for callers that know every t is at or
+ * above the cutoff. */
+SML_INLINE vf vf_exp_nonpositive(vf t, int check_cutoff) {
     const vf magic_bias = vf_set1(0x1.8000FEp23f);
     vf n = _mm256_fmadd_ps(t, vf_set1(SML_LOG2E), magic_bias);
     const vf two_to_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(n), 23));
@@ -78,6 +82,7 @@ SML_INLINE vf vf_exp_nonpositive(vf t) {
     s = _mm256_fmadd_ps(s, r, vf_set1(SML_EXP_C2));
     s = _mm256_fmadd_ps(s, r, vf_set1(SML_EXP_C1_MINUS_1));
     const vf p = _mm256_add_ps(_mm256_fmadd_ps(r, s, r), vf_set1(1.0f));
+    if (!check_cutoff) return _mm256_mul_ps(p, two_to_n);
     const vf keep = _mm256_cmp_ps(t, vf_set1(SML_EXP_CUTOFF), _CMP_NLT_UQ);
     return _mm256_and_ps(keep, _mm256_mul_ps(p, two_to_n));
 }

@@ -36,6 +36,7 @@ SML_INLINE void vf_store_tail(float *p, int64_t k, vf v) { _mm512_mask_storeu_ps
  * never replace the running maximum (NaN rows are caught by the sum instead). */
 SML_INLINE vf vf_max_ignoring_nan(vf candidate, vf running) { return _mm512_max_ps(candidate, running); }
 SML_INLINE float vf_reduce_max(vf v) { return _mm512_reduce_max_ps(v); }
+SML_INLINE vf vf_min_ignoring_nan(vf candidate, vf running) { return _mm512_min_ps(candidate, running); }
 
 /* A sum of floats kept in double lanes: 16 float lanes widen into two vectors
  * of 8 doubles. */
@@ -49,9 +50,10 @@ SML_INLINE vsum vsum_add(vsum s, vf v) {
 SML_INLINE double vsum_reduce(vsum s) { return _mm512_reduce_add_pd(_mm512_add_pd(s.low, s.high)); }
 
 /* exp(t) for t <= 0 or NaN; +0 below SML_EXP_CUTOFF (and for t = -inf), NaN
- * stays NaN.  vscalefps applies 2^n exactly in one instruction, with no
- * float->int conversion or exponent-field arithmetic. */
-SML_INLINE vf vf_exp_nonpositive(vf t) {
+ * stays NaN.  check_cutoff = 0 skips that test, for callers that know every t
+ * is at or above the cutoff.  vscalefps applies 2^n exactly in one
+ * instruction, with no float->int conversion or exponent-field arithmetic. */
+SML_INLINE vf vf_exp_nonpositive(vf t, int check_cutoff) {
     const vf n = _mm512_roundscale_ps(_mm512_mul_ps(t, vf_set1(SML_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     vf r = _mm512_fmadd_ps(n, vf_set1(SML_MINUS_LN2_HI), t);
     r = _mm512_fmadd_ps(n, vf_set1(SML_MINUS_LN2_LO), r);
@@ -61,6 +63,7 @@ SML_INLINE vf vf_exp_nonpositive(vf t) {
     s = _mm512_fmadd_ps(s, r, vf_set1(SML_EXP_C2));
     s = _mm512_fmadd_ps(s, r, vf_set1(SML_EXP_C1_MINUS_1));
     const vf p = _mm512_add_ps(_mm512_fmadd_ps(r, s, r), vf_set1(1.0f));
+    if (!check_cutoff) return _mm512_scalef_ps(p, n);
     const __mmask16 keep = _mm512_cmp_ps_mask(t, vf_set1(SML_EXP_CUTOFF), _CMP_NLT_UQ);
     return _mm512_maskz_scalef_ps(keep, p, n);
 }
