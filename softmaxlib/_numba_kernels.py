@@ -141,7 +141,7 @@ def three_pass_rows_f32(x, y, reload, log_output):
         n = row.size
         if n == 0:
             continue
-        m = f32(row_max_ignoring_nan(row))
+        m = row_max_ignoring_nan(row)
         if m == np.inf:
             infinite_row(row, out, log_output)
             continue
