@@ -15,6 +15,7 @@
  * epilogue).
  */
 #include <math.h>
+#include "row_layout.h"
 #include "infinite_rows.h"
 
 #define UNROLL 4 /* vectors per trip of the max and output passes */
@@ -24,12 +25,6 @@
 
 enum pass2_store { STORE_NOTHING, STORE_EXP, STORE_SHIFTED };
 enum pass3_output { SCALE_STORED_EXP, SCALE_RECOMPUTED_EXP, SUBTRACT_FROM_STORED, SHIFT_AND_SUBTRACT };
-
-/* How many of the n elements at p precede its first vector-aligned address. */
-SML_INLINE int64_t unaligned_head(const float *p, int64_t n) {
-    const int64_t head = (int64_t)((-(uintptr_t)p) % (VF_LANES * sizeof(float))) / (int64_t)sizeof(float);
-    return head < n ? head : n;
-}
 
 /* Max and min of the row, NaN ignored (-inf and +inf if there is nothing else). */
 static float row_max_min(const float *x, int64_t n, float *min) {

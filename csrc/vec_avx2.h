@@ -23,6 +23,7 @@ SML_INLINE void vf_store(float *p, vf v) { _mm256_storeu_ps(p, v); }
 SML_INLINE vf vf_add(vf a, vf b) { return _mm256_add_ps(a, b); }
 SML_INLINE vf vf_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 SML_INLINE vf vf_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+SML_INLINE vf vf_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 
 /* vmaskmovps touches only the first k < VF_LANES elements: masked-off lanes
  * do not fault, so a row may end right before an unmapped page. */
@@ -46,6 +47,7 @@ SML_INLINE float vf_reduce_max(vf v) {
 }
 
 SML_INLINE vf vf_min_ignoring_nan(vf candidate, vf running) { return _mm256_min_ps(candidate, running); }
+SML_INLINE vf vf_max(vf a, vf b) { return _mm256_max_ps(a, b); }
 
 /* A sum of floats kept in double lanes: 8 float lanes widen into two vectors
  * of 4 doubles. */
@@ -62,6 +64,66 @@ SML_INLINE double vsum_reduce(vsum s) {
     return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
 }
 
+/* m * 2^d for integer-valued d <= 0 in double lanes, 2^d built in the
+ * exponent field as in vf_scale_pow2 (1.5*2^52 + 1023, shift by 52). */
+SML_INLINE __m256d vd_scale_pow2(__m256d m, __m256d d) {
+    const __m256d field = _mm256_add_pd(_mm256_max_pd(_mm256_set1_pd(-1023.0), d), _mm256_set1_pd(0x1.80000000003FFp52));
+    return _mm256_mul_pd(m, _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(field), 52)));
+}
+
+/* Sums of exp kept as (mantissa, exponent) in double lanes, sum = m * 2^e per
+ * lane: 8 float lanes widen into two halves of 4. */
+typedef struct { __m256d m_low, m_high, e_low, e_high; } vpair;
+SML_INLINE vpair vpair_zero(void) {
+    const __m256d far_below = _mm256_set1_pd(-0x1p60); /* finite: e - e_new stays a number */
+    return (vpair){_mm256_setzero_pd(), _mm256_setzero_pd(), far_below, far_below};
+}
+SML_INLINE __m256d vpair_fold_half(__m256d *m, __m256d *e, __m128 p, __m128 n) {
+    const __m256d pd = _mm256_cvtps_pd(p), nd = _mm256_cvtps_pd(n);
+    const __m256d e_new = _mm256_max_pd(*e, nd);
+    *m = _mm256_add_pd(vd_scale_pow2(*m, _mm256_sub_pd(*e, e_new)), vd_scale_pow2(pd, _mm256_sub_pd(nd, e_new)));
+    return e_new;
+}
+/* acc += p * 2^n, lane by lane; exact scaling, one double rounding. */
+SML_INLINE vpair vpair_add(vpair acc, vf p, vf n) {
+    acc.e_low = vpair_fold_half(&acc.m_low, &acc.e_low, _mm256_castps256_ps128(p), _mm256_castps256_ps128(n));
+    acc.e_high = vpair_fold_half(&acc.m_high, &acc.e_high, _mm256_extractf128_ps(p, 1), _mm256_extractf128_ps(n, 1));
+    return acc;
+}
+SML_INLINE void vpair_store(vpair acc, double *m, double *e) {
+    _mm256_storeu_pd(m, acc.m_low), _mm256_storeu_pd(m + 4, acc.m_high);
+    _mm256_storeu_pd(e, acc.e_low), _mm256_storeu_pd(e + 4, acc.e_high);
+}
+
+/* The mantissa p (in [0.7, 1.42]) of exp(t) = p * 2^n, given n = round(t log2 e).
+ * The two-constant reduction keeps r accurate at any |n| < 2^23, because each
+ * FMA rounds a result of the size of r, not of t. */
+SML_INLINE vf exp_polynomial(vf t, vf n) {
+    vf r = _mm256_fmadd_ps(n, vf_set1(SML_MINUS_LN2_HI), t);
+    r = _mm256_fmadd_ps(n, vf_set1(SML_MINUS_LN2_LO), r);
+    /* p = (r + r*s) + 1, s = (c1 - 1) + r*(c2 + ...): monotone, see exp_constants.h */
+    vf s = _mm256_fmadd_ps(vf_set1(SML_EXP_C5), r, vf_set1(SML_EXP_C4));
+    s = _mm256_fmadd_ps(s, r, vf_set1(SML_EXP_C3));
+    s = _mm256_fmadd_ps(s, r, vf_set1(SML_EXP_C2));
+    s = _mm256_fmadd_ps(s, r, vf_set1(SML_EXP_C1_MINUS_1));
+    return _mm256_add_ps(_mm256_fmadd_ps(r, s, r), vf_set1(1.0f));
+}
+
+/* exp(t) = p * 2^n: returns p and sets n, for |t| < 2^22 (n exact). */
+SML_INLINE vf vf_exp_mantissa(vf t, vf *n) {
+    *n = _mm256_round_ps(_mm256_mul_ps(t, vf_set1(SML_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return exp_polynomial(t, *n);
+}
+
+/* p * 2^d for integer-valued d <= 0, with 2^d built in the exponent field:
+ * adding 1.5*2^23 + 127 leaves d + 127 in the low mantissa bits, and shifting
+ * them left by 23 gives the float 2^d.  d is clamped at -127, whose field 0
+ * makes 2^d = +0: results below 2^-126 relative to p are flushed. */
+SML_INLINE vf vf_scale_pow2(vf p, vf d) {
+    const vf field = _mm256_add_ps(_mm256_max_ps(vf_set1(-127.0f), d), vf_set1(0x1.8000FEp23f));
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(field), 23)));
+}
+
 /* exp(t) for t <= 0 or NaN; +0 below SML_EXP_CUTOFF (and for t = -inf), NaN
  * stays NaN.  AVX2 has no vscalefps, so 2^n is built in the exponent field:
  * adding the magic bias 1.5*2^23 + 127 rounds t*log2(e) to an integer n and
@@ -71,17 +133,9 @@ SML_INLINE double vsum_reduce(vsum s) {
  * above the cutoff. */
 SML_INLINE vf vf_exp_nonpositive(vf t, int check_cutoff) {
     const vf magic_bias = vf_set1(0x1.8000FEp23f);
-    vf n = _mm256_fmadd_ps(t, vf_set1(SML_LOG2E), magic_bias);
-    const vf two_to_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(n), 23));
-    n = _mm256_sub_ps(n, magic_bias);
-    vf r = _mm256_fmadd_ps(n, vf_set1(SML_MINUS_LN2_HI), t);
-    r = _mm256_fmadd_ps(n, vf_set1(SML_MINUS_LN2_LO), r);
-    /* p = (r + r*s) + 1, s = (c1 - 1) + r*(c2 + ...): monotone, see exp_constants.h */
-    vf s = _mm256_fmadd_ps(vf_set1(SML_EXP_C5), r, vf_set1(SML_EXP_C4));
-    s = _mm256_fmadd_ps(s, r, vf_set1(SML_EXP_C3));
-    s = _mm256_fmadd_ps(s, r, vf_set1(SML_EXP_C2));
-    s = _mm256_fmadd_ps(s, r, vf_set1(SML_EXP_C1_MINUS_1));
-    const vf p = _mm256_add_ps(_mm256_fmadd_ps(r, s, r), vf_set1(1.0f));
+    const vf biased = _mm256_fmadd_ps(t, vf_set1(SML_LOG2E), magic_bias);
+    const vf two_to_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(biased), 23));
+    const vf p = exp_polynomial(t, _mm256_sub_ps(biased, magic_bias));
     if (!check_cutoff) return _mm256_mul_ps(p, two_to_n);
     const vf keep = _mm256_cmp_ps(t, vf_set1(SML_EXP_CUTOFF), _CMP_NLT_UQ);
     return _mm256_and_ps(keep, _mm256_mul_ps(p, two_to_n));

@@ -23,6 +23,7 @@ SML_INLINE void vf_store(float *p, vf v) { _mm512_storeu_ps(p, v); }
 SML_INLINE vf vf_add(vf a, vf b) { return _mm512_add_ps(a, b); }
 SML_INLINE vf vf_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 SML_INLINE vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+SML_INLINE vf vf_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
 
 /* Masked loads and stores touch only the first k < VF_LANES elements: masked-off
  * lanes do not fault, so a row may end right before an unmapped page. */
@@ -37,6 +38,7 @@ SML_INLINE void vf_store_tail(float *p, int64_t k, vf v) { _mm512_mask_storeu_ps
 SML_INLINE vf vf_max_ignoring_nan(vf candidate, vf running) { return _mm512_max_ps(candidate, running); }
 SML_INLINE float vf_reduce_max(vf v) { return _mm512_reduce_max_ps(v); }
 SML_INLINE vf vf_min_ignoring_nan(vf candidate, vf running) { return _mm512_min_ps(candidate, running); }
+SML_INLINE vf vf_max(vf a, vf b) { return _mm512_max_ps(a, b); }
 
 /* A sum of floats kept in double lanes: 16 float lanes widen into two vectors
  * of 8 doubles. */
@@ -49,11 +51,35 @@ SML_INLINE vsum vsum_add(vsum s, vf v) {
 }
 SML_INLINE double vsum_reduce(vsum s) { return _mm512_reduce_add_pd(_mm512_add_pd(s.low, s.high)); }
 
-/* exp(t) for t <= 0 or NaN; +0 below SML_EXP_CUTOFF (and for t = -inf), NaN
- * stays NaN.  check_cutoff = 0 skips that test, for callers that know every t
- * is at or above the cutoff.  vscalefps applies 2^n exactly in one
- * instruction, with no float->int conversion or exponent-field arithmetic. */
-SML_INLINE vf vf_exp_nonpositive(vf t, int check_cutoff) {
+/* Sums of exp kept as (mantissa, exponent) in double lanes, sum = m * 2^e per
+ * lane: 16 float lanes widen into two halves of 8. */
+typedef struct { __m512d m_low, m_high, e_low, e_high; } vpair;
+SML_INLINE vpair vpair_zero(void) {
+    const __m512d far_below = _mm512_set1_pd(-0x1p60); /* finite: e - e_new stays a number */
+    return (vpair){_mm512_setzero_pd(), _mm512_setzero_pd(), far_below, far_below};
+}
+SML_INLINE __m512d vpair_fold_half(__m512d *m, __m512d *e, __m256 p, __m256 n) {
+    const __m512d pd = _mm512_cvtps_pd(p), nd = _mm512_cvtps_pd(n);
+    const __m512d e_new = _mm512_max_pd(*e, nd);
+    *m = _mm512_add_pd(_mm512_scalef_pd(*m, _mm512_sub_pd(*e, e_new)), _mm512_scalef_pd(pd, _mm512_sub_pd(nd, e_new)));
+    return e_new;
+}
+/* acc += p * 2^n, lane by lane; exact scaling, one double rounding. */
+SML_INLINE vpair vpair_add(vpair acc, vf p, vf n) {
+    acc.e_low = vpair_fold_half(&acc.m_low, &acc.e_low, _mm512_castps512_ps256(p), _mm512_castps512_ps256(n));
+    acc.e_high = vpair_fold_half(&acc.m_high, &acc.e_high, _mm512_extractf32x8_ps(p, 1), _mm512_extractf32x8_ps(n, 1));
+    return acc;
+}
+SML_INLINE void vpair_store(vpair acc, double *m, double *e) {
+    _mm512_storeu_pd(m, acc.m_low), _mm512_storeu_pd(m + 8, acc.m_high);
+    _mm512_storeu_pd(e, acc.e_low), _mm512_storeu_pd(e + 8, acc.e_high);
+}
+
+/* exp(t) = p * 2^n: returns the mantissa p (in [0.7, 1.42]) and sets n =
+ * round(t log2 e).  Valid for |t| < 2^22, where n is an exact integer; the
+ * two-constant reduction keeps r accurate at any such n, because each FMA
+ * rounds a result of the size of r, not of t. */
+SML_INLINE vf vf_exp_mantissa(vf t, vf *n_out) {
     const vf n = _mm512_roundscale_ps(_mm512_mul_ps(t, vf_set1(SML_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     vf r = _mm512_fmadd_ps(n, vf_set1(SML_MINUS_LN2_HI), t);
     r = _mm512_fmadd_ps(n, vf_set1(SML_MINUS_LN2_LO), r);
@@ -62,7 +88,20 @@ SML_INLINE vf vf_exp_nonpositive(vf t, int check_cutoff) {
     s = _mm512_fmadd_ps(s, r, vf_set1(SML_EXP_C3));
     s = _mm512_fmadd_ps(s, r, vf_set1(SML_EXP_C2));
     s = _mm512_fmadd_ps(s, r, vf_set1(SML_EXP_C1_MINUS_1));
-    const vf p = _mm512_add_ps(_mm512_fmadd_ps(r, s, r), vf_set1(1.0f));
+    *n_out = n;
+    return _mm512_add_ps(_mm512_fmadd_ps(r, s, r), vf_set1(1.0f));
+}
+
+/* p * 2^d for integer-valued d <= 0.  vscalefps applies 2^d exactly in one
+ * instruction, with no float->int conversion or exponent-field arithmetic. */
+SML_INLINE vf vf_scale_pow2(vf p, vf d) { return _mm512_scalef_ps(p, d); }
+
+/* exp(t) for t <= 0 or NaN; +0 below SML_EXP_CUTOFF (and for t = -inf), NaN
+ * stays NaN.  check_cutoff = 0 skips that test, for callers that know every t
+ * is at or above the cutoff. */
+SML_INLINE vf vf_exp_nonpositive(vf t, int check_cutoff) {
+    vf n;
+    const vf p = vf_exp_mantissa(t, &n);
     if (!check_cutoff) return _mm512_scalef_ps(p, n);
     const __mmask16 keep = _mm512_cmp_ps_mask(t, vf_set1(SML_EXP_CUTOFF), _CMP_NLT_UQ);
     return _mm512_maskz_scalef_ps(keep, p, n);

@@ -1,9 +1,9 @@
 """softmaxlib: AVX2 and AVX-512 softmax kernels for NumPy, with Numba fallbacks."""
-from . import three_pass
+from . import three_pass, two_pass
 from ._dispatch import DEFAULT_BACKEND, USABLE_BACKENDS
 from ._version import __version__
 
-__all__ = ["__version__", "backends", "show_runtime", "three_pass"]
+__all__ = ["__version__", "backends", "show_runtime", "three_pass", "two_pass"]
 
 
 def backends():
@@ -30,5 +30,6 @@ def show_runtime():
         print(f"CPU features: {' '.join(found) or 'none of interest'}")
     forced = f" (forced by {_dispatch.ENV_VAR})" if _dispatch.FORCED_BACKEND else ""
     print(f"backends usable: {', '.join(USABLE_BACKENDS)}; default: {DEFAULT_BACKEND}{forced}")
-    for name, operation in _registry.OPERATIONS.items():
-        print(f"  {operation.family}.{name}: {DEFAULT_BACKEND} (float32), numba (float64)")
+    for name, operation in {**_registry.OPERATIONS, **_registry.PAIR_REDUCTIONS}.items():
+        family = getattr(operation, "family", "two_pass")
+        print(f"  {family}.{name}: {DEFAULT_BACKEND} (float32), numba (float64)")

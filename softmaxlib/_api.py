@@ -101,3 +101,24 @@ def apply_rows(operation, x, axis, out, backend):
 def _same_data(a, b):
     """Whether two C-contiguous arrays of one shape and dtype are the same memory."""
     return a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+
+
+def reduce_rows(reduction, x, axis, backend):
+    """Runs the registry's pair reduction along `axis` of x.
+
+    Returns (mantissa, exponent), float64 arrays of x's shape without `axis`,
+    and the result dtype of x (for callers that turn the pair into a value).
+    """
+    backend = _dispatch.resolve(backend)
+    x = np.asarray(x)
+    work_dtype, result_dtype = compute_dtype(x.dtype)
+    axis = normalize_axis(axis, x.ndim)
+    rows_view = x.reshape(1) if x.ndim == 0 else np.moveaxis(x, axis, -1)
+    x_rows = np.ascontiguousarray(rows_view, dtype=work_dtype)
+    n = x_rows.shape[-1]
+    mantissa = np.empty(x_rows.shape[:-1])
+    exponent = np.empty(x_rows.shape[:-1])
+    if mantissa.size:
+        kernel = _registry.pair_kernel(reduction, backend, work_dtype)
+        kernel(x_rows.reshape(mantissa.size, n), mantissa.reshape(-1), exponent.reshape(-1))
+    return mantissa, exponent, result_dtype

@@ -29,7 +29,9 @@ EXP_C2 = f32(float.fromhex("0x1.FFFDC0p-2"))
 EXP_C1_MINUS_1 = f32(-float.fromhex("0x1.6p-21"))  # c1 = 0x1.FFFFEAp-1
 EXP_CUTOFF = f32(-float.fromhex("0x1.5D589Ep+6"))
 FLT_MIN = f32(float.fromhex("0x1p-126"))
-MIN_EXPONENT = f32(-126.0)
+MIN_SCALE_EXPONENT = f32(-127.0)
+X_CLAMP = f32(2.0**20)  # two-pass: exp(max(x, -X_CLAMP)), as in csrc/two_pass_kernels.h
+EXPONENT_LIMIT = 1.5e6  # two-pass: pairs with |E| above it take the exact path
 BLOCK = 1024  # elements per vectorized block: scratch stays in L1
 LANES = 16  # independent accumulators of the reductions, for LLVM to vectorize
 ONE = f32(1.0)
@@ -40,32 +42,49 @@ ZERO = f32(0.0)
 # CPU has it, as the C kernels do; it allows nothing else (inf and NaN keep
 # their IEEE behaviour).
 @njit(cache=True, fastmath={"contract"})
-def exp_nonpositive_block(t, e, bits):
-    """e[i] = exp(t[i]) for t <= 0 or NaN, as vf_exp_nonpositive in C.
+def exp_mantissa_block(t, p, n):
+    """exp(t) = p * 2^n with n = round(t log2 e), as vf_exp_mantissa in C, for |t| < 2^22.
 
-    +0 below EXP_CUTOFF (and for -inf), NaN stays NaN. Written as two
-    branch-free loops over a block so that LLVM vectorizes them: the first
-    builds 2^n in the exponent field of `bits` (read back through a float32
-    view, as the AVX2 kernel does in a register), the second evaluates the
-    polynomial. n is clamped at -126 (NaN too) so the field stays valid;
-    those lanes are zeroed or NaN anyway.
-    """
-    two_to_n = bits.view(np.float32)
+    A branch-free loop over a block, which LLVM vectorizes."""
     for i in range(t.size):
-        n = np.rint(t[i] * LOG2E)
-        n = n if n >= MIN_EXPONENT else MIN_EXPONENT
-        bits[i] = (np.int32(n) + np.int32(127)) << np.int32(23)
-    for i in range(t.size):
-        n = np.rint(t[i] * LOG2E)
-        n = n if n >= MIN_EXPONENT else MIN_EXPONENT
-        r = n * MINUS_LN2_HI + t[i]
-        r = n * MINUS_LN2_LO + r
+        ni = np.rint(t[i] * LOG2E)
+        r = ni * MINUS_LN2_HI + t[i]
+        r = ni * MINUS_LN2_LO + r
         s = EXP_C5 * r + EXP_C4
         s = s * r + EXP_C3
         s = s * r + EXP_C2
         s = s * r + EXP_C1_MINUS_1
-        p = (r * s + r) + ONE  # this order keeps the exp monotone (exp_constants.h)
-        e[i] = ZERO if t[i] < EXP_CUTOFF else p * two_to_n[i]
+        p[i] = (r * s + r) + ONE  # this order keeps the exp monotone (exp_constants.h)
+        n[i] = ni
+
+
+@njit(cache=True)
+def scale_pow2_block(p, d, out, bits):
+    """out = p * 2^d for integral d <= 0, as vf_scale_pow2 on AVX2: 2^d built in the
+    exponent field of `bits` (read back through a float32 view), d clamped at -127,
+    whose field 0 gives +0. Branch-free, so LLVM vectorizes it."""
+    two_to_d = bits.view(np.float32)
+    for i in range(p.size):
+        di = d[i] if d[i] >= MIN_SCALE_EXPONENT else MIN_SCALE_EXPONENT
+        bits[i] = (np.int32(di) + np.int32(127)) << np.int32(23)
+    for i in range(p.size):
+        out[i] = p[i] * two_to_d[i]
+
+
+@njit(cache=True)
+def exp_nonpositive_block(t, e, bits):
+    """e[i] = exp(t[i]) for t <= 0 or NaN, as vf_exp_nonpositive in C.
+
+    +0 below EXP_CUTOFF (and for -inf), NaN stays NaN. The exp of t below the
+    cutoff is computed with n clamped to -126 and then replaced by 0, which
+    keeps the loops branch-free.
+    """
+    p = np.empty(t.size, f32)
+    n = np.empty(t.size, f32)
+    exp_mantissa_block(t, p, n)
+    scale_pow2_block(p, n, e, bits)
+    for i in range(t.size):
+        e[i] = ZERO if t[i] < EXP_CUTOFF else e[i]
 
 
 @njit(cache=True)
@@ -192,3 +211,120 @@ def three_pass_rows_f64(x, y, reload, log_output):
             inverse_sum = 1.0 / total
             for i in range(row.size):
                 out[i] = (out[i] if reload else math.exp(row[i] - m)) * inverse_sum
+
+
+@njit(cache=True)
+def pairs_usable(mantissa, exponent):
+    return np.isfinite(mantissa) and mantissa > 0.0 and abs(exponent) < EXPONENT_LIMIT
+
+
+@njit(cache=True)
+def sum_exp_pair_exact(row):
+    """(mantissa, exponent) of sum exp(row) in float64, as sum_exp_pair_exact in C."""
+    top = -np.inf
+    for v in row:
+        if v != v:
+            return np.nan, 0.0
+        top = v if v > top else top
+    if top == np.inf:
+        return np.inf, 0.0
+    if top == -np.inf:
+        return 0.0, -np.inf
+    total = 0.0
+    for v in row:
+        total += math.exp(np.float64(v) - top)
+    scaled = top * 1.4426950408889634  # log2(e)
+    exponent = np.floor(scaled)
+    return total * 2.0 ** (scaled - exponent), exponent
+
+
+@njit(cache=True)
+def clamped_exp_mantissa_block(row, start, k, clamped, p, n):
+    """exp(max(x, -X_CLAMP)) = p * 2^n for x = row[start:start + k] (NaN stays NaN)."""
+    for i in range(k):
+        v = row[start + i]
+        clamped[i] = v if not v < -X_CLAMP else -X_CLAMP
+    exp_mantissa_block(clamped[:k], p[:k], n[:k])
+
+
+@njit(cache=True)
+def sum_exp_pair_vector(row, clamped, p, n, scaled, bits):
+    """Pass 1 of two-pass, as sum_exp_pair_vector in C but by blocks of BLOCK:
+    each block's exps as (p, n) pairs, scaled to the block's largest exponent
+    and summed in float64, then folded into the running (mantissa, exponent)."""
+    mantissa, exponent = 0.0, -2.0**60
+    for start in range(0, row.size, BLOCK):
+        k = min(BLOCK, row.size - start)
+        clamped_exp_mantissa_block(row, start, k, clamped, p, n)
+        top = n[0]
+        for i in range(1, k):
+            top = n[i] if n[i] > top else top
+        for i in range(k):
+            n[i] -= top
+        scale_pow2_block(p[:k], n[:k], scaled[:k], bits[:k])
+        block_sum = sum_f64(scaled, k)
+        new_exponent = max(exponent, np.float64(top))
+        mantissa = mantissa * 2.0 ** max(exponent - new_exponent, -1100.0) + block_sum * 2.0 ** (top - new_exponent)
+        exponent = new_exponent
+    return mantissa, exponent
+
+
+@njit(cache=True)
+def sum_exp_pair_rows_f32(x, mantissa, exponent):
+    clamped, p, n, scaled = np.empty(BLOCK, f32), np.empty(BLOCK, f32), np.empty(BLOCK, f32), np.empty(BLOCK, f32)
+    bits = np.empty(BLOCK, np.int32)
+    for r in range(x.shape[0]):
+        row = x[r]
+        if row.size == 0:
+            mantissa[r], exponent[r] = 0.0, -np.inf
+            continue
+        m, e = sum_exp_pair_vector(row, clamped, p, n, scaled, bits)
+        if not pairs_usable(m, e):
+            m, e = sum_exp_pair_exact(row)
+        mantissa[r], exponent[r] = m, e
+
+
+@njit(cache=True)
+def sum_exp_pair_rows_f64(x, mantissa, exponent):
+    for r in range(x.shape[0]):
+        if x.shape[1] == 0:
+            mantissa[r], exponent[r] = 0.0, -np.inf
+        else:
+            mantissa[r], exponent[r] = sum_exp_pair_exact(x[r])
+
+
+@njit(cache=True, fastmath={"contract"})
+def two_pass_rows_f32(x, y, log_output):
+    """Two-pass softmax or log-softmax, as in csrc/two_pass_kernels.h; rows the pairs
+    cannot represent take the three-pass reload twin, as the C kernels do."""
+    clamped, p, n, scaled = np.empty(BLOCK, f32), np.empty(BLOCK, f32), np.empty(BLOCK, f32), np.empty(BLOCK, f32)
+    bits = np.empty(BLOCK, np.int32)
+    for r in range(x.shape[0]):
+        row, out = x[r], y[r]
+        if row.size == 0:
+            continue
+        m, e = sum_exp_pair_vector(row, clamped, p, n, scaled, bits)
+        if row.size == 1 or not pairs_usable(m, e):
+            three_pass_rows_f32(x[r:r + 1], y[r:r + 1], True, log_output)
+            continue
+        if log_output:
+            log_sum = math.log(m) + e * 0.6931471805599453  # ln 2
+            high = f32(log_sum)
+            low = f32(log_sum - high)
+            for i in range(row.size):
+                value = (row[i] - high) - low
+                out[i] = value if not value > ZERO else ZERO  # capped at 0, as in C
+            continue
+        inverse = 1.0 / m
+        high = f32(inverse)
+        low = f32(inverse - high)
+        top = f32(e)
+        for start in range(0, row.size, BLOCK):
+            k = min(BLOCK, row.size - start)
+            clamped_exp_mantissa_block(row, start, k, clamped, p, n)
+            for i in range(k):
+                p[i] = p[i] * high + p[i] * low  # one FMA, as in C
+                n[i] -= top
+            scale_pow2_block(p[:k], n[:k], scaled[:k], bits[:k])
+            for i in range(k):
+                out[start + i] = flush_below_flt_min(scaled[i])

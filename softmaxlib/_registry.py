@@ -1,11 +1,12 @@
 """The one registry of (operation x backend).
 
 Each operation is one entry. The C bindings, the per-call dispatch, the test
-parametrization and the benchmarks all iterate over OPERATIONS and
-BACKENDS, so a new kernel is added here and nowhere else.
+parametrization and the benchmarks all iterate over OPERATIONS (row kernels)
+and PAIR_REDUCTIONS, and BACKENDS, so a new kernel is added here and nowhere
+else.
 """
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -17,43 +18,78 @@ from . import _numba_kernels as nk
 class RowOperation:
     """A row-wise float32 kernel: (rows, n) C-contiguous x -> y of the same shape.
 
-    c_symbol names the C kernel without its ISA suffix (csrc/softmaxlib.h);
-    numba_f32 is its Numba twin and numba_f64 the float64 version, both
-    called as f(x, y). traffic_per_element counts the float32 values each
-    element moves through memory (reads + writes), for the benchmarks.
+    family and function name the public function (softmaxlib.<family>.<function>),
+    variant its `variant=` argument (None if it has none). c_symbol names the C
+    kernel without its ISA suffix (csrc/softmaxlib.h); numba_f32 is its Numba
+    twin and numba_f64 the float64 version, both called as f(x, y).
+    traffic_per_element counts the float32 values each element moves through
+    memory (reads + writes), for the benchmarks.
     """
 
     name: str
     family: str
+    function: str
+    variant: Optional[str]
     c_symbol: str
     numba_f32: Callable
     numba_f64: Callable
     traffic_per_element: int
 
 
-def _three_pass(name, reload, log_output, traffic_per_element):
+def _three_pass(function, variant, traffic_per_element):
+    reload, log_output = variant == "reload", function == "log_softmax"
     return RowOperation(
-        name, "three_pass", f"sml_f32_{name}",
+        f"{function}_{variant}", "three_pass", function, variant, f"sml_f32_{function}_{variant}",
         numba_f32=lambda x, y: nk.three_pass_rows_f32(x, y, reload, log_output),
         numba_f64=lambda x, y: nk.three_pass_rows_f64(x, y, reload, log_output),
         traffic_per_element=traffic_per_element,
     )
 
 
+def _two_pass(function):
+    log_output = function == "log_softmax"
+    return RowOperation(
+        f"{function}_two_pass", "two_pass", function, None, f"sml_f32_{function}_two_pass",
+        numba_f32=lambda x, y: nk.two_pass_rows_f32(x, y, log_output),
+        # float64 has no pair kernel: libm's exp in float64 (three passes) serves every family
+        numba_f64=lambda x, y: nk.three_pass_rows_f64(x, y, True, log_output),
+        traffic_per_element=3,  # x read twice, y written once
+    )
+
+
 OPERATIONS = {
     op.name: op
     for op in [
-        _three_pass("softmax_reload", reload=True, log_output=False, traffic_per_element=5),
-        _three_pass("softmax_recompute", reload=False, log_output=False, traffic_per_element=4),
-        _three_pass("log_softmax_reload", reload=True, log_output=True, traffic_per_element=5),
-        _three_pass("log_softmax_recompute", reload=False, log_output=True, traffic_per_element=4),
+        _three_pass("softmax", "reload", traffic_per_element=5),
+        _three_pass("softmax", "recompute", traffic_per_element=4),
+        _three_pass("log_softmax", "reload", traffic_per_element=5),
+        _three_pass("log_softmax", "recompute", traffic_per_element=4),
+        _two_pass("softmax"),
+        _two_pass("log_softmax"),
     ]
+}
+
+
+@dataclass(frozen=True)
+class PairReduction:
+    """A per-row reduction of (rows, n) float32 x to sum exp(x) = mantissa * 2^exponent,
+    called as f(x, mantissa, exponent) with float64 outputs of length rows."""
+
+    name: str
+    c_symbol: str
+    numba_f32: Callable
+    numba_f64: Callable
+
+
+PAIR_REDUCTIONS = {
+    "sum_exp_pair": PairReduction("sum_exp_pair", "sml_f32_sum_exp_pair", nk.sum_exp_pair_rows_f32,
+                                  nk.sum_exp_pair_rows_f64),
 }
 
 BACKENDS = _dispatch.ALL_BACKENDS
 
 
-def _c_binding(c_function):
+def _c_row_binding(c_function):
     ffi = _dispatch.ffi
 
     def run(x, y):
@@ -63,9 +99,25 @@ def _c_binding(c_function):
     return run
 
 
+def _c_pair_binding(c_function):
+    ffi = _dispatch.ffi
+
+    def run(x, mantissa, exponent):
+        c_function(x.shape[0], x.shape[1], ffi.from_buffer("float[]", x),
+                   ffi.from_buffer("double[]", mantissa, require_writable=True),
+                   ffi.from_buffer("double[]", exponent, require_writable=True))
+
+    return run
+
+
+def _c_function(spec, backend):
+    return getattr(_dispatch.lib, f"{spec.c_symbol}__{backend}")
+
+
 _FLOAT32_KERNELS = {
-    (op.name, backend): op.numba_f32 if backend == "numba" else _c_binding(getattr(_dispatch.lib, f"{op.c_symbol}__{backend}"))
-    for op in OPERATIONS.values()
+    (spec.name, backend): spec.numba_f32 if backend == "numba" else binding(_c_function(spec, backend))
+    for table, binding in ((OPERATIONS, _c_row_binding), (PAIR_REDUCTIONS, _c_pair_binding))
+    for spec in table.values()
     for backend in _dispatch.USABLE_BACKENDS
 }
 
@@ -79,3 +131,10 @@ def row_kernel(operation, backend, dtype):
     if dtype == np.float64:
         return OPERATIONS[operation].numba_f64
     return _FLOAT32_KERNELS[operation, backend]
+
+
+def pair_kernel(reduction, backend, dtype):
+    """The callable f(x, mantissa, exponent) of a pair reduction, as row_kernel."""
+    if dtype == np.float64:
+        return PAIR_REDUCTIONS[reduction].numba_f64
+    return _FLOAT32_KERNELS[reduction, backend]

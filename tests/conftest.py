@@ -1,9 +1,11 @@
 """Fixtures shared by the tests: every operation of the registry on every backend."""
+import importlib
+
 import numpy as np
 import pytest
 
 import softmaxlib
-from softmaxlib import _registry, three_pass
+from softmaxlib import _registry
 
 BACKENDS = [
     pytest.param(name, marks=pytest.mark.skipif(name not in softmaxlib.backends(), reason=f"{name} not usable on this CPU"))
@@ -24,9 +26,11 @@ def operation(request):
 
 def public_function(operation):
     """(callable, is_log) for a registry operation, through the public API with its variant bound."""
-    name, variant = operation.rsplit("_", 1)
-    function = getattr(three_pass, name)
-    return (lambda x, **kwargs: function(x, variant=variant, **kwargs)), name == "log_softmax"
+    spec = _registry.OPERATIONS[operation]
+    function = getattr(importlib.import_module(f"softmaxlib.{spec.family}"), spec.function)
+    if spec.variant is None:
+        return function, spec.function == "log_softmax"
+    return (lambda x, **kwargs: function(x, variant=spec.variant, **kwargs)), spec.function == "log_softmax"
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ def describe(benchmark, n, rows, operation, variant, isa, traffic, cold):
 @pytest.mark.parametrize("n", SIZE_PARAMS)
 def test_kernel(benchmark, inputs, operation, backend, n):
     spec = _registry.OPERATIONS[operation]
-    name, variant = operation.rsplit("_", 1)
+    name, variant = spec.function, spec.variant or spec.family
     sets = inputs(n)
     rows = sets[0][0].shape[0]
     describe(benchmark, n, rows, operation, variant, backend, spec.traffic_per_element, len(sets) > 1)

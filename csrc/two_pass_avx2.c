@@ -1,0 +1,4 @@
+/* Two-pass softmax kernels for AVX2 + FMA + F16C. */
+#include "vec_avx2.h"
+#include "softmaxlib.h"
+#include "two_pass_kernels.h"
