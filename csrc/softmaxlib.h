@@ -52,12 +52,18 @@ void sml_f32_softmax_recompute__avx512(int64_t rows, int64_t n, const float *x, 
 void sml_f32_log_softmax_reload__avx512(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_log_softmax_recompute__avx512(int64_t rows, int64_t n, const float *x, float *y);
 
-/* Two-pass softmax and log-softmax (csrc/two_pass_kernels.h), and its first
+/* Two-pass softmax and log-softmax (csrc/two_pass_kernels.h); the _stream
+ * kernels write y with non-temporal stores, for outputs larger than the cache
+ * (softmaxlib picks them above half the last-level cache).  And the first
  * pass alone: per row, sum exp(x) = mantissa[r] * 2^exponent[r] (exponent
  * integral; -inf with mantissa 0 for an empty or all -inf row). */
 void sml_f32_softmax_two_pass__avx2(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_log_softmax_two_pass__avx2(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_sum_exp_pair__avx2(int64_t rows, int64_t n, const float *x, double *mantissa, double *exponent);
+void sml_f32_softmax_two_pass_stream__avx2(int64_t rows, int64_t n, const float *x, float *y);
+void sml_f32_log_softmax_two_pass_stream__avx2(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_softmax_two_pass__avx512(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_log_softmax_two_pass__avx512(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_sum_exp_pair__avx512(int64_t rows, int64_t n, const float *x, double *mantissa, double *exponent);
+void sml_f32_softmax_two_pass_stream__avx512(int64_t rows, int64_t n, const float *x, float *y);
+void sml_f32_log_softmax_two_pass_stream__avx512(int64_t rows, int64_t n, const float *x, float *y);

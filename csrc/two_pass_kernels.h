@@ -127,17 +127,26 @@ SML_INLINE vf pass2_vector(vf x, vf a, vf b, vf c, int log_output) {
     return log_output ? log_softmax_vector(x, a, b) : softmax_vector(x, a, b, c);
 }
 
-/* Pass 2 over a row: an aligned head, trips of OUTPUT_UNROLL vectors, single vectors, a tail. */
-SML_INLINE void write_two_pass_output(const float *x, float *y, int64_t n, float a, float b, float c, int log_output) {
+SML_INLINE void store_output(float *y, vf v, int stream) {
+    if (stream) vf_store_stream(y, v);
+    else vf_store(y, v);
+}
+
+/* Pass 2 over a row: an aligned head, trips of OUTPUT_UNROLL vectors, single
+ * vectors, a tail.  stream = 1 writes y with non-temporal stores, which skip
+ * the read for ownership of every output line (3 instead of 4 memory transfers
+ * per element) but need aligned addresses: the head then aligns y, not x. */
+SML_INLINE void write_two_pass_output(const float *x, float *y, int64_t n, float a, float b, float c, int log_output,
+                                      int stream) {
     const vf va = vf_set1(a), vb = vf_set1(b), vc = vf_set1(c);
-    int64_t i = unaligned_head(x, n);
+    int64_t i = stream ? unaligned_head(y, n) : unaligned_head(x, n);
     if (i > 0) vf_store_tail(y, i, pass2_vector(vf_load_tail(x, i, 0.0f), va, vb, vc, log_output));
     for (; i + OUTPUT_UNROLL * VF_LANES <= n; i += OUTPUT_UNROLL * VF_LANES)
         for (int u = 0; u < OUTPUT_UNROLL; u++) {
             const int64_t at = i + u * VF_LANES;
-            vf_store(y + at, pass2_vector(vf_load(x + at), va, vb, vc, log_output));
+            store_output(y + at, pass2_vector(vf_load(x + at), va, vb, vc, log_output), stream);
         }
-    for (; i + VF_LANES <= n; i += VF_LANES) vf_store(y + i, pass2_vector(vf_load(x + i), va, vb, vc, log_output));
+    for (; i + VF_LANES <= n; i += VF_LANES) store_output(y + i, pass2_vector(vf_load(x + i), va, vb, vc, log_output), stream);
     if (i < n) vf_store_tail(y + i, n - i, pass2_vector(vf_load_tail(x + i, n - i, 0.0f), va, vb, vc, log_output));
 }
 
@@ -151,7 +160,7 @@ void SML_ISA_SUFFIX(sml_f32_sum_exp_pair)(int64_t rows, int64_t n, const float *
 
 /* Both passes over each row; rows the pairs cannot represent, and rows of
  * one element, take the three-pass reload kernel. */
-SML_INLINE void two_pass_rows(int64_t rows, int64_t n, const float *x, float *y, int log_output) {
+SML_INLINE void two_pass_rows(int64_t rows, int64_t n, const float *x, float *y, int log_output, int stream) {
     for (int64_t r = 0; r < rows; r++) {
         const float *row = x + r * n;
         float *out = y + r * n;
@@ -163,19 +172,23 @@ SML_INLINE void two_pass_rows(int64_t rows, int64_t n, const float *x, float *y,
         } else if (log_output) {
             const double log_sum = log(mantissa) + exponent * 0.6931471805599453; /* ln 2 */
             const float high = (float)log_sum;
-            write_two_pass_output(row, out, n, high, (float)(log_sum - high), 0.0f, 1);
+            write_two_pass_output(row, out, n, high, (float)(log_sum - high), 0.0f, 1, stream);
         } else {
             const double inverse = 1.0 / mantissa;
             const float high = (float)inverse;
-            write_two_pass_output(row, out, n, high, (float)(inverse - high), (float)exponent, 0);
+            write_two_pass_output(row, out, n, high, (float)(inverse - high), (float)exponent, 0, stream);
         }
     }
+    /* Non-temporal stores are weakly ordered: fence them before the caller reads y. */
+    if (stream) vf_stream_fence();
 }
 
-void SML_ISA_SUFFIX(sml_f32_softmax_two_pass)(int64_t rows, int64_t n, const float *x, float *y) {
-    two_pass_rows(rows, n, x, y, 0);
-}
+#define TWO_PASS_KERNEL(name, log_output, stream)                                   \
+    void SML_ISA_SUFFIX(name)(int64_t rows, int64_t n, const float *x, float *y) { \
+        two_pass_rows(rows, n, x, y, log_output, stream);                           \
+    }
 
-void SML_ISA_SUFFIX(sml_f32_log_softmax_two_pass)(int64_t rows, int64_t n, const float *x, float *y) {
-    two_pass_rows(rows, n, x, y, 1);
-}
+TWO_PASS_KERNEL(sml_f32_softmax_two_pass, 0, 0)
+TWO_PASS_KERNEL(sml_f32_log_softmax_two_pass, 1, 0)
+TWO_PASS_KERNEL(sml_f32_softmax_two_pass_stream, 0, 1)
+TWO_PASS_KERNEL(sml_f32_log_softmax_two_pass_stream, 1, 1)

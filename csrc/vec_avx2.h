@@ -20,6 +20,9 @@ SML_INLINE vf vf_set1(float a) { return _mm256_set1_ps(a); }
 SML_INLINE vf vf_zero(void) { return _mm256_setzero_ps(); }
 SML_INLINE vf vf_load(const float *p) { return _mm256_loadu_ps(p); }
 SML_INLINE void vf_store(float *p, vf v) { _mm256_storeu_ps(p, v); }
+/* Non-temporal store to an aligned address, and the fence that orders them. */
+SML_INLINE void vf_store_stream(float *p, vf v) { _mm256_stream_ps(p, v); }
+SML_INLINE void vf_stream_fence(void) { _mm_sfence(); }
 SML_INLINE vf vf_add(vf a, vf b) { return _mm256_add_ps(a, b); }
 SML_INLINE vf vf_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 SML_INLINE vf vf_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }

@@ -84,6 +84,44 @@ def _default_backend(forced):
 DEFAULT_BACKEND = _default_backend(FORCED_BACKEND)
 
 
+def _last_level_cache_bytes():
+    """Size of the last-level cache in bytes.
+
+    os.sysconf('SC_LEVEL3_CACHE_SIZE') where Python offers it, else Linux's sysfs (cpu0's
+    highest-level cache), else 32 MiB. sysfs comes second because sysconf may be missing
+    (it is, on CPython 3.11 / Linux); note that under a hypervisor glibc's sysconf can report
+    the host's total L3 rather than the one slice this core uses.
+    """
+    try:
+        size = os.sysconf("SC_LEVEL3_CACHE_SIZE")
+        if size > 0:
+            return int(size)
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        root = "/sys/devices/system/cpu/cpu0/cache"
+        best = (0, 0)
+        for entry in os.listdir(root):
+            if not entry.startswith("index"):
+                continue
+            with open(os.path.join(root, entry, "level")) as file:
+                level = int(file.read())
+            with open(os.path.join(root, entry, "size")) as file:
+                text = file.read().strip().upper()
+            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            size = int(text.rstrip("KMG")) * scale
+            best = max(best, (level, size))
+        if best[1] > 0:
+            return best[1]
+    except (OSError, ValueError):
+        pass
+    return 32 << 20
+
+
+# Read once: the two-pass kernels stream their output (non-temporal stores) above half of it.
+LAST_LEVEL_CACHE_BYTES = _last_level_cache_bytes()
+
+
 def resolve(backend):
     """The backend a call runs on: `backend` if given (and usable), else the default."""
     return DEFAULT_BACKEND if backend is None else check_backend(backend)

@@ -23,7 +23,9 @@ class RowOperation:
     kernel without its ISA suffix (csrc/softmaxlib.h); numba_f32 is its Numba
     twin and numba_f64 the float64 version, both called as f(x, y).
     traffic_per_element counts the float32 values each element moves through
-    memory (reads + writes), for the benchmarks.
+    memory (reads + writes), for the benchmarks. c_symbol_streaming, if set,
+    names a kernel with non-temporal stores, which the binding calls instead
+    when the output is larger than half the last-level cache.
     """
 
     name: str
@@ -34,6 +36,7 @@ class RowOperation:
     numba_f32: Callable
     numba_f64: Callable
     traffic_per_element: int
+    c_symbol_streaming: Optional[str] = None
 
 
 def _three_pass(function, variant, traffic_per_element):
@@ -54,6 +57,7 @@ def _two_pass(function):
         # float64 has no pair kernel: libm's exp in float64 (three passes) serves every family
         numba_f64=lambda x, y: nk.three_pass_rows_f64(x, y, True, log_output),
         traffic_per_element=3,  # x read twice, y written once
+        c_symbol_streaming=f"sml_f32_{function}_two_pass_stream",
     )
 
 
@@ -89,12 +93,14 @@ PAIR_REDUCTIONS = {
 BACKENDS = _dispatch.ALL_BACKENDS
 
 
-def _c_row_binding(c_function):
+def _c_row_binding(c_function, c_streaming=None):
     ffi = _dispatch.ffi
+    stream_above = _dispatch.LAST_LEVEL_CACHE_BYTES // 2
 
     def run(x, y):
-        c_function(x.shape[0], x.shape[1], ffi.from_buffer("float[]", x),
-                   ffi.from_buffer("float[]", y, require_writable=True))
+        function = c_streaming if c_streaming is not None and y.nbytes > stream_above else c_function
+        function(x.shape[0], x.shape[1], ffi.from_buffer("float[]", x),
+                 ffi.from_buffer("float[]", y, require_writable=True))
 
     return run
 
@@ -110,13 +116,20 @@ def _c_pair_binding(c_function):
     return run
 
 
-def _c_function(spec, backend):
-    return getattr(_dispatch.lib, f"{spec.c_symbol}__{backend}")
+def _c_function(symbol, backend):
+    return getattr(_dispatch.lib, f"{symbol}__{backend}")
+
+
+def _c_binding(spec, backend):
+    if isinstance(spec, PairReduction):
+        return _c_pair_binding(_c_function(spec.c_symbol, backend))
+    streaming = spec.c_symbol_streaming and _c_function(spec.c_symbol_streaming, backend)
+    return _c_row_binding(_c_function(spec.c_symbol, backend), streaming)
 
 
 _FLOAT32_KERNELS = {
-    (spec.name, backend): spec.numba_f32 if backend == "numba" else binding(_c_function(spec, backend))
-    for table, binding in ((OPERATIONS, _c_row_binding), (PAIR_REDUCTIONS, _c_pair_binding))
+    (spec.name, backend): spec.numba_f32 if backend == "numba" else _c_binding(spec, backend)
+    for table in (OPERATIONS, PAIR_REDUCTIONS)
     for spec in table.values()
     for backend in _dispatch.USABLE_BACKENDS
 }

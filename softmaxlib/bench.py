@@ -32,7 +32,6 @@ Conventions:
 import argparse
 import gc
 import math
-import os
 import re
 import sys
 import time
@@ -49,43 +48,13 @@ MIN_SAMPLE_NS = 1_000_000    # hot cases: enough calls per sample for ~1 ms
 MAX_CASE_SECONDS = 1.0       # timed-sample budget per case; slow cases get fewer repeats
 MIN_REPEATS = 3
 MAX_SIZE = 1 << 30
-FALLBACK_LLC_BYTES = 32 << 20
 
 
 # --- cache size and buffer rotation -------------------------------------------------------------
 
 def llc_bytes():
-    """Size of the last-level cache in bytes.
-
-    os.sysconf('SC_LEVEL3_CACHE_SIZE') where Python offers it, else Linux's sysfs (cpu0's
-    highest-level cache), else 32 MiB. sysfs comes second because sysconf may be missing
-    (it is, on CPython 3.11 / Linux); note that under a hypervisor glibc's sysconf can report
-    the host's total L3 rather than the one slice this core uses.
-    """
-    try:
-        size = os.sysconf("SC_LEVEL3_CACHE_SIZE")
-        if size > 0:
-            return int(size)
-    except (ValueError, OSError, AttributeError):
-        pass
-    try:
-        root = "/sys/devices/system/cpu/cpu0/cache"
-        best = (0, 0)
-        for entry in os.listdir(root):
-            if not entry.startswith("index"):
-                continue
-            with open(os.path.join(root, entry, "level")) as file:
-                level = int(file.read())
-            with open(os.path.join(root, entry, "size")) as file:
-                text = file.read().strip().upper()
-            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-            size = int(text.rstrip("KMG")) * scale
-            best = max(best, (level, size))
-        if best[1] > 0:
-            return best[1]
-    except (OSError, ValueError):
-        pass
-    return FALLBACK_LLC_BYTES
+    """Size of the last-level cache in bytes, as read at import (softmaxlib._dispatch)."""
+    return _dispatch.LAST_LEVEL_CACHE_BYTES
 
 
 def is_hot(set_bytes, llc=None):

@@ -154,3 +154,27 @@ def test_pair_kernel_stays_in_its_rows(buffers, n, backend, rng):  # noqa: F811
         else:
             np.testing.assert_array_equal(mantissa, expected[0])
             np.testing.assert_array_equal(exponent, expected[1])
+
+
+@pytest.mark.parametrize("function", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("n", [1, 5, 16, 17, 100, 129, 1000, 4097])
+def test_streaming_kernels_match_and_stay_in_their_rows(buffers, function, n, backend, rng):  # noqa: F811
+    """The non-temporal-store kernels (picked for outputs above half the last-level cache) give
+    the same bits as the regular ones, and stay in their rows at either end of the pages."""
+    if backend == "numba":
+        pytest.skip("the Numba twin has no streaming variant")
+    from softmaxlib import _dispatch
+
+    ffi = _dispatch.ffi
+    stream = getattr(_dispatch.lib, f"sml_f32_{function}_two_pass_stream__{backend}")
+    regular = _registry.row_kernel(f"{function}_two_pass", backend, np.dtype(np.float32))
+    x_area, y_area = buffers
+    data = (rng.standard_normal((2, n)) * 10).astype(np.float32)
+    expected = np.empty_like(data)
+    regular(data, expected)
+    for x_where, y_where in (("end", "end"), ("start", "start"), ("end", "start")):
+        x = place(x_area, (2, n), x_where)
+        y = place(y_area, (2, n), y_where)
+        x[:] = data
+        stream(2, n, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y, require_writable=True))
+        np.testing.assert_array_equal(y, expected)
