@@ -13,11 +13,13 @@
  * the loads stay unaligned so that the result does not depend on the address.
  *
  * The pairs need n exact and r accurate, which holds for |x| up to 2^22; x is
- * clamped below at -2^20 (exp(-2^20) is 0 next to any element above -2^20 +
- * 104).  Rows the pairs cannot represent (NaN, +inf, all elements below
- * -2^20 + ..., or any above 2^20: see pairs_usable) take an exact path instead:
- * the three-pass kernel for softmax, a double-precision sum for the pair; so
- * do rows of one element, whose softmax and log-softmax are exactly 1 and 0.
+ * clamped below at -2^20, whose exp is 0 next to any element above -2^20 + 104
+ * (a -inf element becomes such an exp).  Rows the pairs cannot represent take
+ * an exact path instead (see pairs_usable: a NaN, a +inf, an element above
+ * about 1e6, or every element below about -1e6, a row of only
+ * -inf included): the three-pass kernel for softmax, a double-precision sum
+ * for the pair.  So do rows of one element, whose softmax and log-softmax are
+ * exactly 1 and 0.
  */
 #include <math.h>
 #include "row_layout.h"
@@ -43,8 +45,9 @@ SML_INLINE vf pair_trip(const float *x, vf *top) {
     return p[0];
 }
 
-/* Whether a row's pair came out usable: finite, and no x beyond the range
- * where the pairs are exact (nor every x at the clamp). */
+/* Whether a row's pair came out usable: finite and nonzero, with |E| below
+ * EXPONENT_LIMIT, i.e. no x above about 1.04e6 and not every x below about
+ * -1.04e6 (the clamp). */
 static int pairs_usable(double mantissa, double exponent) {
     return isfinite(mantissa) && mantissa > 0.0 && fabs(exponent) < EXPONENT_LIMIT;
 }
