@@ -55,12 +55,17 @@ def check_out(out, shape, dtype):
         raise ValueError("out is read-only; it must be writable")
 
 
-def apply_rows(operation, x, axis, out, backend):
-    """Runs the registry's `operation` along `axis` of x; returns the result (out if given)."""
+def _checked_arguments(x, axis, backend):
+    """(backend, x as an array, compute dtype, result dtype, axis in [0, ndim)), or the error."""
     backend = _dispatch.resolve(backend)
     x = np.asarray(x)
     work_dtype, result_dtype = compute_dtype(x.dtype)
-    axis = normalize_axis(axis, x.ndim)
+    return backend, x, work_dtype, result_dtype, normalize_axis(axis, x.ndim)
+
+
+def apply_rows(operation, x, axis, out, backend):
+    """Runs the registry's `operation` along `axis` of x; returns the result (out if given)."""
+    backend, x, work_dtype, result_dtype, axis = _checked_arguments(x, axis, backend)
     if out is not None:
         check_out(out, x.shape, result_dtype)
     if x.ndim == 0:  # a 0-d input is one row of one element
@@ -109,10 +114,7 @@ def reduce_rows(reduction, x, axis, backend):
     Returns (mantissa, exponent), float64 arrays of x's shape without `axis`,
     and the result dtype of x (for callers that turn the pair into a value).
     """
-    backend = _dispatch.resolve(backend)
-    x = np.asarray(x)
-    work_dtype, result_dtype = compute_dtype(x.dtype)
-    axis = normalize_axis(axis, x.ndim)
+    backend, x, work_dtype, result_dtype, axis = _checked_arguments(x, axis, backend)
     rows_view = x.reshape(1) if x.ndim == 0 else np.moveaxis(x, axis, -1)
     x_rows = np.ascontiguousarray(rows_view, dtype=work_dtype)
     n = x_rows.shape[-1]
