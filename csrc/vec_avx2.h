@@ -98,19 +98,7 @@ SML_INLINE void vpair_store(vpair acc, double *m, double *e) {
     _mm256_storeu_pd(e, acc.e_low), _mm256_storeu_pd(e + 4, acc.e_high);
 }
 
-/* The mantissa p (in [0.7, 1.42]) of exp(t) = p * 2^n, given n = round(t log2 e).
- * The two-constant reduction keeps r accurate at any |n| < 2^23, because each
- * FMA rounds a result of the size of r, not of t. */
-SML_INLINE vf exp_polynomial(vf t, vf n) {
-    vf r = _mm256_fmadd_ps(n, vf_set1(SML_MINUS_LN2_HI), t);
-    r = _mm256_fmadd_ps(n, vf_set1(SML_MINUS_LN2_LO), r);
-    /* p = (r + r*s) + 1, s = (c1 - 1) + r*(c2 + ...): monotone, see exp_constants.h */
-    vf s = _mm256_fmadd_ps(vf_set1(SML_EXP_C5), r, vf_set1(SML_EXP_C4));
-    s = _mm256_fmadd_ps(s, r, vf_set1(SML_EXP_C3));
-    s = _mm256_fmadd_ps(s, r, vf_set1(SML_EXP_C2));
-    s = _mm256_fmadd_ps(s, r, vf_set1(SML_EXP_C1_MINUS_1));
-    return _mm256_add_ps(_mm256_fmadd_ps(r, s, r), vf_set1(1.0f));
-}
+#include "exp_polynomial.h"
 
 /* exp(t) = p * 2^n: returns p and sets n, for |t| < 2^22 (n exact). */
 SML_INLINE vf vf_exp_mantissa(vf t, vf *n) {

@@ -78,21 +78,15 @@ SML_INLINE void vpair_store(vpair acc, double *m, double *e) {
     _mm512_storeu_pd(e, acc.e_low), _mm512_storeu_pd(e + 8, acc.e_high);
 }
 
+#include "exp_polynomial.h"
+
 /* exp(t) = p * 2^n: returns the mantissa p (in [0.7, 1.42]) and sets n =
  * round(t log2 e).  Valid for |t| < 2^22, where n is an exact integer; the
  * two-constant reduction keeps r accurate at any such n, because each FMA
  * rounds a result of the size of r, not of t. */
-SML_INLINE vf vf_exp_mantissa(vf t, vf *n_out) {
-    const vf n = _mm512_roundscale_ps(_mm512_mul_ps(t, vf_set1(SML_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    vf r = _mm512_fmadd_ps(n, vf_set1(SML_MINUS_LN2_HI), t);
-    r = _mm512_fmadd_ps(n, vf_set1(SML_MINUS_LN2_LO), r);
-    /* p = (r + r*s) + 1, s = (c1 - 1) + r*(c2 + ...): monotone, see exp_constants.h */
-    vf s = _mm512_fmadd_ps(vf_set1(SML_EXP_C5), r, vf_set1(SML_EXP_C4));
-    s = _mm512_fmadd_ps(s, r, vf_set1(SML_EXP_C3));
-    s = _mm512_fmadd_ps(s, r, vf_set1(SML_EXP_C2));
-    s = _mm512_fmadd_ps(s, r, vf_set1(SML_EXP_C1_MINUS_1));
-    *n_out = n;
-    return _mm512_add_ps(_mm512_fmadd_ps(r, s, r), vf_set1(1.0f));
+SML_INLINE vf vf_exp_mantissa(vf t, vf *n) {
+    *n = _mm512_roundscale_ps(_mm512_mul_ps(t, vf_set1(SML_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return exp_polynomial(t, *n);
 }
 
 /* p * 2^d for integer-valued d <= 0.  vscalefps applies 2^d exactly in one
