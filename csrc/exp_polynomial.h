@@ -10,7 +10,8 @@ SML_INLINE vf exp_polynomial(vf t, vf n) {
     vf r = vf_fma(n, vf_set1(SML_MINUS_LN2_HI), t);
     r = vf_fma(n, vf_set1(SML_MINUS_LN2_LO), r);
     /* p = (r + r*s) + 1, s = (c1 - 1) + r*(c2 + ...): monotone, see exp_constants.h */
-    vf s = vf_fma(vf_set1(SML_EXP_C5), r, vf_set1(SML_EXP_C4));
+    vf s = vf_fma(vf_set1(SML_EXP_C6), r, vf_set1(SML_EXP_C5));
+    s = vf_fma(s, r, vf_set1(SML_EXP_C4));
     s = vf_fma(s, r, vf_set1(SML_EXP_C3));
     s = vf_fma(s, r, vf_set1(SML_EXP_C2));
     s = vf_fma(s, r, vf_set1(SML_EXP_C1_MINUS_1));

@@ -1,7 +1,7 @@
 """Numba twins of the C kernels: the portable fallback backend and a test oracle.
 
 The float32 twins follow the C kernels step by step (csrc/three_pass_kernels.h):
-the same exp (rr2 range reduction, degree-5 polynomial, same constants and
+the same exp (rr2 range reduction, degree-6 polynomial, same constants and
 cutoff), the same handling of +inf rows, NaN and -inf, and the same flush of
 outputs below FLT_MIN. They work on blocks of BLOCK elements in branch-free
 loops so that LLVM vectorizes them. One difference: the sum of exps is
@@ -22,11 +22,12 @@ f32 = np.float32
 LOG2E = f32(float.fromhex("0x1.715476p+0"))
 MINUS_LN2_HI = f32(-float.fromhex("0x1.62E43p-1"))
 MINUS_LN2_LO = f32(float.fromhex("0x1.05C61p-29"))
-EXP_C5 = f32(float.fromhex("0x1.0DE188p-7"))
-EXP_C4 = f32(float.fromhex("0x1.573C30p-5"))
-EXP_C3 = f32(float.fromhex("0x1.555F54p-3"))
-EXP_C2 = f32(float.fromhex("0x1.FFFDC0p-2"))
-EXP_C1_MINUS_1 = f32(-float.fromhex("0x1.6p-21"))  # c1 = 0x1.FFFFEAp-1
+EXP_C6 = f32(float.fromhex("0x1.6AE6D4p-10"))
+EXP_C5 = f32(float.fromhex("0x1.1267E6p-7"))
+EXP_C4 = f32(float.fromhex("0x1.555824p-5"))
+EXP_C3 = f32(float.fromhex("0x1.555418p-3"))
+EXP_C2 = f32(float.fromhex("0x1.FFFFFCp-2"))
+EXP_C1_MINUS_1 = f32(float.fromhex("0x1.18C656p-25"))
 EXP_CUTOFF = f32(-float.fromhex("0x1.5D589Ep+6"))
 FLT_MIN = f32(float.fromhex("0x1p-126"))
 MIN_SCALE_EXPONENT = f32(-127.0)
@@ -50,7 +51,8 @@ def exp_mantissa_block(t, p, n):
         ni = np.rint(t[i] * LOG2E)
         r = ni * MINUS_LN2_HI + t[i]
         r = ni * MINUS_LN2_LO + r
-        s = EXP_C5 * r + EXP_C4
+        s = EXP_C6 * r + EXP_C5
+        s = s * r + EXP_C4
         s = s * r + EXP_C3
         s = s * r + EXP_C2
         s = s * r + EXP_C1_MINUS_1
