@@ -42,15 +42,19 @@ void sml_f32_exp_nonpositive__avx512(int64_t n, const float *t, float *e);
  * reload:    max; y = exp(x - max) while summing; y *= 1/sum.
  * recompute: max; sum of exp(x - max); y = exp(x - max) * (1/sum).
  * log_softmax: y = (x - max) - log(sum) in both variants; reload stores x - max
- * in the second pass and subtracts in the third, recompute forms it again. */
+ * in the second pass and subtracts in the third, recompute forms it again.
+ * reload_exact: reload with exp(x - max) = p * 2^(n - n_max) from exp(x) =
+ * p * 2^n, so that x - max is never rounded (softmax only). */
 void sml_f32_softmax_reload__avx2(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_softmax_recompute__avx2(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_log_softmax_reload__avx2(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_log_softmax_recompute__avx2(int64_t rows, int64_t n, const float *x, float *y);
+void sml_f32_softmax_reload_exact__avx2(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_softmax_reload__avx512(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_softmax_recompute__avx512(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_log_softmax_reload__avx512(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_log_softmax_recompute__avx512(int64_t rows, int64_t n, const float *x, float *y);
+void sml_f32_softmax_reload_exact__avx512(int64_t rows, int64_t n, const float *x, float *y);
 
 /* Two-pass softmax and log-softmax (csrc/two_pass_kernels.h); the _stream
  * kernels write y with non-temporal stores, for outputs larger than the cache

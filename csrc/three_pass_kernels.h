@@ -7,6 +7,12 @@
  *           evaluates the exp a second time.  log-softmax writes
  *           (x - max) - log(sum) instead.
  *
+ * Both round x - max to float before the exp, which costs up to 65 ULP
+ * (docs/accuracy.md).  The reload_exact variant of softmax does not: its pass 2
+ * takes exp(x) = p * 2^n as a pair (exp_pairs.h) and stores p * 2^(n - n_max),
+ * exact since n and n_max are integers, so the row is as accurate as two-pass
+ * at the speed of reload.
+ *
  * Passes 1 and 3 start with a masked head up to the first vector-aligned
  * address of the array they load (NumPy arrays usually start 16 bytes past a
  * 64-byte line, so every AVX-512 load would straddle two lines); pass 2 does
@@ -17,14 +23,32 @@
 #include <math.h>
 #include "row_layout.h"
 #include "infinite_rows.h"
+#include "exp_pairs.h"
 
 #define UNROLL 4 /* vectors per trip of the max and output passes */
 /* Vectors per trip of the sum pass, added as one tree before each widening to
  * double: 8 rather than 4 halves the widenings, 9 % faster on both ISAs. */
 #define SUM_TRIP 8
 
+/* reload_exact stores exp(x) * 2^(SHIFT_HEADROOM - n_max): the max's exp near
+ * 2^32 keeps every exp that matters (down to 2^-158 of the max's) normal, and
+ * 2^-32 / sum stays normal for any n below 2^60. */
+#define SHIFT_HEADROOM 32
+/* reload_exact needs |max| below this: then every kept x has |x| < 2^20, n is
+ * exact and r accurate, and an x clamped at -2^20 is 2^19 below the max, its
+ * exp 0.  Other rows take reload: there, the x - max that matter are exact
+ * (Sterbenz: x and max within a factor of two). */
+#define PAIR_ROW_LIMIT 0x1p19f
+
 enum pass2_store { STORE_NOTHING, STORE_EXP, STORE_SHIFTED };
-enum pass3_output { SCALE_STORED_EXP, SCALE_RECOMPUTED_EXP, SUBTRACT_FROM_STORED, SHIFT_AND_SUBTRACT };
+/* How passes 2 and 3 compute e = exp(x - max):
+ *   SHIFTED_EXP:           exp(x - max) in float, +0 below the cutoff;
+ *   SHIFTED_EXP_NO_CUTOFF: the same, for rows where no x - max is below it;
+ *   PAIR_EXP:              p * 2^(n - shift) from exp(x) = p * 2^n, where
+ *                          shift = n_max - SHIFT_HEADROOM (reload_exact);
+ *   PAIR_EXP_CLAMPED:      the same for rows with an x below -2^20 (-inf). */
+enum exp_form { SHIFTED_EXP, SHIFTED_EXP_NO_CUTOFF, PAIR_EXP, PAIR_EXP_CLAMPED };
+enum pass3_output { SCALE_STORED_EXP, SCALE_STORED_EXP_SPLIT, SCALE_RECOMPUTED_EXP, SUBTRACT_FROM_STORED, SHIFT_AND_SUBTRACT };
 
 /* Max and min of the row, NaN ignored (-inf and +inf if there is nothing else). */
 static float row_max_min(const float *x, int64_t n, float *min) {
@@ -52,30 +76,42 @@ static float row_max_min(const float *x, int64_t n, float *min) {
     return vf_reduce_max(hi[0]);
 }
 
+/* exp(v - max) in the given form; vmax holds the shift for the pair forms. */
+SML_INLINE vf shifted_exp(vf v, vf vmax, enum exp_form form) {
+    if (form == SHIFTED_EXP || form == SHIFTED_EXP_NO_CUTOFF) return vf_exp_nonpositive(vf_sub(v, vmax), form == SHIFTED_EXP);
+    vf n;
+    const vf p = form == PAIR_EXP_CLAMPED ? clamped_exp_mantissa(v, &n) : vf_exp_mantissa(v, &n);
+    return vf_scale_pow2(p, vf_sub(n, vmax));
+}
+
 /* exp(v - max), and what pass 2 stores of it. */
-SML_INLINE vf pass2_vector(vf v, vf vmax, float *y, enum pass2_store store, int check_cutoff) {
-    const vf shifted = vf_sub(v, vmax);
-    const vf e = vf_exp_nonpositive(shifted, check_cutoff);
+SML_INLINE vf pass2_vector(vf v, vf vmax, float *y, enum pass2_store store, enum exp_form form) {
+    const vf e = shifted_exp(v, vmax, form);
     if (store == STORE_EXP) vf_store(y, e);
-    if (store == STORE_SHIFTED) vf_store(y, shifted);
+    if (store == STORE_SHIFTED) vf_store(y, vf_sub(v, vmax));
     return e;
+}
+
+/* The form for a vector padded with -inf: one that gives it exp 0. */
+SML_INLINE enum exp_form form_for_padding(enum exp_form form) {
+    return form == SHIFTED_EXP_NO_CUTOFF ? SHIFTED_EXP : form == PAIR_EXP ? PAIR_EXP_CLAMPED : form;
 }
 
 /* Pass 2 over the first k < VF_LANES elements: masked, the rest filled with
  * -inf, whose exp is exactly 0. */
-SML_INLINE vf pass2_partial(const float *x, float *y, int64_t k, vf vmax, enum pass2_store store) {
+SML_INLINE vf pass2_partial(const float *x, float *y, int64_t k, vf vmax, enum pass2_store store, enum exp_form form) {
     float stored[VF_LANES];
-    const vf e = pass2_vector(vf_load_tail(x, k, -INFINITY), vmax, stored, store, 1);
+    const vf e = pass2_vector(vf_load_tail(x, k, -INFINITY), vmax, stored, store, form_for_padding(form));
     if (store != STORE_NOTHING) vf_store_tail(y, k, vf_load(stored));
     return e;
 }
 
 /* Pass 2 over one trip of SUM_TRIP vectors: their exps added as a pairwise
  * tree in float, ((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7)). */
-SML_INLINE vf pass2_trip(const float *x, float *y, vf vmax, enum pass2_store store, int check_cutoff) {
+SML_INLINE vf pass2_trip(const float *x, float *y, vf vmax, enum pass2_store store, enum exp_form form) {
     vf e[SUM_TRIP];
     for (int u = 0; u < SUM_TRIP; u++)
-        e[u] = pass2_vector(vf_load(x + u * VF_LANES), vmax, y + u * VF_LANES, store, check_cutoff);
+        e[u] = pass2_vector(vf_load(x + u * VF_LANES), vmax, y + u * VF_LANES, store, form);
     for (int width = SUM_TRIP / 2; width > 0; width /= 2)
         for (int u = 0; u < width; u++) e[u] = vf_add(e[2 * u], e[2 * u + 1]);
     return e[0];
@@ -95,59 +131,60 @@ SML_INLINE vf pass2_trip(const float *x, float *y, vf vmax, enum pass2_store sto
  * hardware prefetcher needs when they straddle cache lines: with two trees
  * per widening, the compiler interleaved them and unaligned rows ran three
  * times slower out of cache. */
-SML_INLINE double sum_exp_shifted(const float *x, float *y, int64_t n, float max, enum pass2_store store, int check_cutoff) {
+SML_INLINE double sum_exp_shifted(const float *x, float *y, int64_t n, float max, enum pass2_store store, enum exp_form form) {
     const vf vmax = vf_set1(max);
     const int64_t trip = SUM_TRIP * VF_LANES;
     vsum sum = vsum_zero();
     int64_t i = 0;
-    for (; i + trip <= n; i += trip) sum = vsum_add(sum, pass2_trip(x + i, y + i, vmax, store, check_cutoff));
+    for (; i + trip <= n; i += trip) sum = vsum_add(sum, pass2_trip(x + i, y + i, vmax, store, form));
     for (; i + VF_LANES <= n; i += VF_LANES)
-        sum = vsum_add(sum, pass2_vector(vf_load(x + i), vmax, y + i, store, check_cutoff));
-    if (i < n) sum = vsum_add(sum, pass2_partial(x + i, y + i, n - i, vmax, store));
+        sum = vsum_add(sum, pass2_vector(vf_load(x + i), vmax, y + i, store, form));
+    if (i < n) sum = vsum_add(sum, pass2_partial(x + i, y + i, n - i, vmax, store, form));
     return vsum_reduce(sum);
 }
 
-/* The output of pass 3 for one vector: `source` is y (stored) or x. */
-SML_INLINE vf pass3_vector(vf source, vf vmax, vf vfactor, enum pass3_output output, int check_cutoff) {
+/* The output of pass 3 for one vector: `source` is y (stored) or x.
+ * SCALE_STORED_EXP_SPLIT multiplies by 1/sum split into two floats, high +
+ * low, rounding once: a float 1/sum would add its own rounding to every
+ * output, which reload_exact's bound cannot afford. */
+SML_INLINE vf pass3_vector(vf source, vf vmax, vf vfactor, vf vfactor_low, enum pass3_output output, enum exp_form form) {
     switch (output) {
     case SCALE_STORED_EXP: return vf_flush_below_flt_min(vf_mul(source, vfactor));
-    case SCALE_RECOMPUTED_EXP: return vf_flush_below_flt_min(vf_mul(vf_exp_nonpositive(vf_sub(source, vmax), check_cutoff), vfactor));
+    case SCALE_STORED_EXP_SPLIT: return vf_flush_below_flt_min(vf_fma(source, vfactor, vf_mul(source, vfactor_low)));
+    case SCALE_RECOMPUTED_EXP: return vf_flush_below_flt_min(vf_mul(shifted_exp(source, vmax, form), vfactor));
     case SUBTRACT_FROM_STORED: return vf_sub(source, vfactor);
     default: return vf_sub(vf_sub(source, vmax), vfactor);
     }
 }
 
-SML_INLINE void pass3_partial(const float *source, float *y, int64_t k, vf vmax, vf vfactor, enum pass3_output output) {
-    vf_store_tail(y, k, pass3_vector(vf_load_tail(source, k, 0.0f), vmax, vfactor, output, 1));
-}
-
-SML_INLINE void write_output(const float *source, float *y, int64_t n, float max, float factor, enum pass3_output output,
-                              int check_cutoff) {
-    const vf vmax = vf_set1(max), vfactor = vf_set1(factor);
+/* Pass 3 over a row; factor_low is used by SCALE_STORED_EXP_SPLIT only. */
+SML_INLINE void write_output(const float *source, float *y, int64_t n, float max, float factor, float factor_low,
+                              enum pass3_output output, enum exp_form form) {
+    const vf vmax = vf_set1(max), vfactor = vf_set1(factor), vlow = vf_set1(factor_low);
     int64_t i = unaligned_head(source, n);
-    if (i > 0) pass3_partial(source, y, i, vmax, vfactor, output);
+    if (i > 0) vf_store_tail(y, i, pass3_vector(vf_load_tail(source, i, 0.0f), vmax, vfactor, vlow, output, form_for_padding(form)));
     for (; i + UNROLL * VF_LANES <= n; i += UNROLL * VF_LANES)
         for (int u = 0; u < UNROLL; u++) {
             const int64_t at = i + u * VF_LANES;
-            vf_store(y + at, pass3_vector(vf_load(source + at), vmax, vfactor, output, check_cutoff));
+            vf_store(y + at, pass3_vector(vf_load(source + at), vmax, vfactor, vlow, output, form));
         }
     for (; i + VF_LANES <= n; i += VF_LANES)
-        vf_store(y + i, pass3_vector(vf_load(source + i), vmax, vfactor, output, check_cutoff));
-    if (i < n) pass3_partial(source + i, y + i, n - i, vmax, vfactor, output);
+        vf_store(y + i, pass3_vector(vf_load(source + i), vmax, vfactor, vlow, output, form));
+    if (i < n) vf_store_tail(y + i, n - i, pass3_vector(vf_load_tail(source + i, n - i, 0.0f), vmax, vfactor, vlow, output, form_for_padding(form)));
 }
 
 SML_INLINE void three_pass_row_after_max(const float *x, float *y, int64_t n, float max, int reload, int log_output,
-                                         int check_cutoff) {
+                                         enum exp_form form) {
     if (log_output) {
-        const double sum = sum_exp_shifted(x, y, n, max, reload ? STORE_SHIFTED : STORE_NOTHING, check_cutoff);
+        const double sum = sum_exp_shifted(x, y, n, max, reload ? STORE_SHIFTED : STORE_NOTHING, form);
         const float log_sum = (float)log(sum);
-        if (reload) write_output(y, y, n, max, log_sum, SUBTRACT_FROM_STORED, check_cutoff);
-        else write_output(x, y, n, max, log_sum, SHIFT_AND_SUBTRACT, check_cutoff);
+        if (reload) write_output(y, y, n, max, log_sum, 0.0f, SUBTRACT_FROM_STORED, form);
+        else write_output(x, y, n, max, log_sum, 0.0f, SHIFT_AND_SUBTRACT, form);
     } else {
-        const double sum = sum_exp_shifted(x, y, n, max, reload ? STORE_EXP : STORE_NOTHING, check_cutoff);
+        const double sum = sum_exp_shifted(x, y, n, max, reload ? STORE_EXP : STORE_NOTHING, form);
         const float inverse_sum = (float)(1.0 / sum);
-        if (reload) write_output(y, y, n, max, inverse_sum, SCALE_STORED_EXP, check_cutoff);
-        else write_output(x, y, n, max, inverse_sum, SCALE_RECOMPUTED_EXP, check_cutoff);
+        if (reload) write_output(y, y, n, max, inverse_sum, 0.0f, SCALE_STORED_EXP, form);
+        else write_output(x, y, n, max, inverse_sum, 0.0f, SCALE_RECOMPUTED_EXP, form);
     }
 }
 
@@ -164,8 +201,30 @@ SML_INLINE void three_pass_row(const float *x, float *y, int64_t n, int reload, 
      * below the max: most rows), so is every x - max, and the exp skips its
      * cutoff test (11 % of the exp pass on AVX2, 4 % on AVX-512).  The
      * results are the same bits either way. */
-    if (min - max >= SML_EXP_CUTOFF) three_pass_row_after_max(x, y, n, max, reload, log_output, 0);
-    else three_pass_row_after_max(x, y, n, max, reload, log_output, 1);
+    if (min - max >= SML_EXP_CUTOFF) three_pass_row_after_max(x, y, n, max, reload, log_output, SHIFTED_EXP_NO_CUTOFF);
+    else three_pass_row_after_max(x, y, n, max, reload, log_output, SHIFTED_EXP);
+}
+
+/* reload_exact softmax of a row: exp(x - max) = p * 2^(n - n_max) exactly, with
+ * 2^SHIFT_HEADROOM more, summed and stored; then y = stored * (1/sum). */
+static void reload_exact_row(const float *x, float *y, int64_t n) {
+    if (n == 0) return;
+    float min;
+    const float max = row_max_min(x, n, &min);
+    if (max == INFINITY) {
+        infinite_row(x, y, n, 0);
+        return;
+    }
+    if (!(fabsf(max) < PAIR_ROW_LIMIT)) { /* also a row of -inf and NaN: NaN, as in reload */
+        three_pass_row_after_max(x, y, n, max, 1, 0, SHIFTED_EXP);
+        return;
+    }
+    /* The same rounding as vf_exp_mantissa's n, so that no element's n exceeds n_max. */
+    const float shift = nearbyintf(max * SML_LOG2E) - SHIFT_HEADROOM;
+    const enum exp_form form = min >= -X_CLAMP ? PAIR_EXP : PAIR_EXP_CLAMPED;
+    const double inverse_sum = 1.0 / sum_exp_shifted(x, y, n, shift, STORE_EXP, form);
+    const float high = (float)inverse_sum;
+    write_output(y, y, n, 0.0f, high, (float)(inverse_sum - high), SCALE_STORED_EXP_SPLIT, form);
 }
 
 void SML_ISA_SUFFIX(sml_f32_exp_nonpositive)(int64_t n, const float *t, float *e) {
@@ -183,3 +242,7 @@ ROW_KERNEL(sml_f32_softmax_reload, 1, 0)
 ROW_KERNEL(sml_f32_softmax_recompute, 0, 0)
 ROW_KERNEL(sml_f32_log_softmax_reload, 1, 1)
 ROW_KERNEL(sml_f32_log_softmax_recompute, 0, 1)
+
+void SML_ISA_SUFFIX(sml_f32_softmax_reload_exact)(int64_t rows, int64_t n, const float *x, float *y) {
+    for (int64_t r = 0; r < rows; r++) reload_exact_row(x + r * n, y + r * n, n);
+}

@@ -23,17 +23,14 @@
  */
 #include <math.h>
 #include "row_layout.h"
+#include "exp_pairs.h"
 
 #define SUM_TRIP 8           /* vectors per tree of pass 1, as in the three-pass sum */
 #define OUTPUT_UNROLL 4      /* vectors per trip of pass 2 */
-#define X_CLAMP 0x1p20f      /* pass 1 and 2 compute exp(max(x, -X_CLAMP)) */
 #define EXPONENT_LIMIT 1.5e6 /* |E| above this: some |x| is near or beyond 2^20 (2^20 log2 e = 1512775) */
 
-SML_INLINE vf clamped_exp_mantissa(vf x, vf *n) { return vf_exp_mantissa(vf_max(vf_set1(-X_CLAMP), x), n); }
-
 /* Pass 1 over one trip: the mantissas scaled to the trip's largest exponent
- * (*top) and added as a pairwise tree.  vf_max(clamp, x) keeps a NaN x, whose
- * NaN mantissa then reaches the sum. */
+ * (*top) and added as a pairwise tree. */
 SML_INLINE vf pair_trip(const float *x, vf *top) {
     vf p[SUM_TRIP], n[SUM_TRIP];
     for (int u = 0; u < SUM_TRIP; u++) p[u] = clamped_exp_mantissa(vf_load(x + u * VF_LANES), &n[u]);

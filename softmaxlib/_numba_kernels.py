@@ -33,6 +33,8 @@ FLT_MIN = f32(float.fromhex("0x1p-126"))
 MIN_SCALE_EXPONENT = f32(-127.0)
 X_CLAMP = f32(2.0**20)  # two-pass: exp(max(x, -X_CLAMP)), as in csrc/two_pass_kernels.h
 EXPONENT_LIMIT = 1.5e6  # two-pass: pairs with |E| above it take the exact path
+SHIFT_HEADROOM = f32(32.0)  # reload_exact, as in csrc/three_pass_kernels.h
+PAIR_ROW_LIMIT = f32(2.0**19)  # reload_exact: rows with |max| at or above it take reload
 BLOCK = 1024  # elements per vectorized block: scratch stays in L1
 LANES = 16  # independent accumulators of the reductions, for LLVM to vectorize
 ONE = f32(1.0)
@@ -213,6 +215,39 @@ def three_pass_rows_f64(x, y, reload, log_output):
             inverse_sum = 1.0 / total
             for i in range(row.size):
                 out[i] = (out[i] if reload else math.exp(row[i] - m)) * inverse_sum
+
+
+@njit(cache=True, fastmath={"contract"})
+def reload_exact_rows_f32(x, y):
+    """Softmax by three-pass reload with exp(x - max) = p * 2^(n - n_max), as
+    reload_exact_row in csrc/three_pass_kernels.h: x - max is never rounded."""
+    clamped, p, n = np.empty(BLOCK, f32), np.empty(BLOCK, f32), np.empty(BLOCK, f32)
+    bits = np.empty(BLOCK, np.int32)
+    for r in range(x.shape[0]):
+        row, out = x[r], y[r]
+        if row.size == 0:
+            continue
+        m = row_max_ignoring_nan(row)
+        if m == np.inf:
+            infinite_row(row, out, False)
+            continue
+        if not abs(m) < PAIR_ROW_LIMIT:
+            three_pass_rows_f32(x[r:r + 1], y[r:r + 1], True, False)
+            continue
+        shift = np.rint(m * LOG2E) - SHIFT_HEADROOM
+        total = 0.0
+        for start in range(0, row.size, BLOCK):
+            k = min(BLOCK, row.size - start)
+            clamped_exp_mantissa_block(row, start, k, clamped, p, n)
+            for i in range(k):
+                n[i] -= shift
+            scale_pow2_block(p[:k], n[:k], out[start:start + k], bits[:k])
+            total += sum_f64(out[start:start + k], k)
+        inverse = 1.0 / total
+        high = f32(inverse)
+        low = f32(inverse - high)
+        for i in range(row.size):
+            out[i] = flush_below_flt_min(out[i] * high + out[i] * low)  # one FMA, as in C
 
 
 @njit(cache=True)

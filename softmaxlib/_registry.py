@@ -23,7 +23,8 @@ class RowOperation:
     kernel without its ISA suffix (csrc/softmaxlib.h); numba_f32 is its Numba
     twin and numba_f64 the float64 version, both called as f(x, y).
     traffic_per_element counts the float32 values each element moves through
-    memory (reads + writes), for the benchmarks. c_symbol_streaming, if set,
+    memory (reads + writes), for the benchmarks; read_write_per_element, the
+    part of them that are values of y (stored, or loaded again to be rescaled). c_symbol_streaming, if set,
     names a kernel with non-temporal stores, which the binding calls instead
     when the output is larger than half the last-level cache.
     """
@@ -36,16 +37,28 @@ class RowOperation:
     numba_f32: Callable
     numba_f64: Callable
     traffic_per_element: int
+    read_write_per_element: int
     c_symbol_streaming: Optional[str] = None
 
 
-def _three_pass(function, variant, traffic_per_element):
+def _three_pass(function, variant, traffic_per_element, read_write_per_element):
     reload, log_output = variant == "reload", function == "log_softmax"
     return RowOperation(
         f"{function}_{variant}", "three_pass", function, variant, f"sml_f32_{function}_{variant}",
         numba_f32=lambda x, y: nk.three_pass_rows_f32(x, y, reload, log_output),
         numba_f64=lambda x, y: nk.three_pass_rows_f64(x, y, reload, log_output),
         traffic_per_element=traffic_per_element,
+        read_write_per_element=read_write_per_element,
+    )
+
+
+def _reload_exact():
+    return RowOperation(
+        "softmax_reload_exact", "three_pass", "softmax", "reload_exact", "sml_f32_softmax_reload_exact",
+        numba_f32=nk.reload_exact_rows_f32,
+        numba_f64=lambda x, y: nk.three_pass_rows_f64(x, y, True, False),  # float64 rounds x - max 2^29 times finer
+        traffic_per_element=5,  # as reload: x read twice, y stored, loaded and stored again
+        read_write_per_element=3,
     )
 
 
@@ -57,6 +70,7 @@ def _two_pass(function):
         # float64 has no pair kernel: libm's exp in float64 (three passes) serves every family
         numba_f64=lambda x, y: nk.three_pass_rows_f64(x, y, True, log_output),
         traffic_per_element=3,  # x read twice, y written once
+        read_write_per_element=1,
         c_symbol_streaming=f"sml_f32_{function}_two_pass_stream",
     )
 
@@ -64,10 +78,13 @@ def _two_pass(function):
 OPERATIONS = {
     op.name: op
     for op in [
-        _three_pass("softmax", "reload", traffic_per_element=5),
-        _three_pass("softmax", "recompute", traffic_per_element=4),
-        _three_pass("log_softmax", "reload", traffic_per_element=5),
-        _three_pass("log_softmax", "recompute", traffic_per_element=4),
+        # reload: x read twice (max; exp), y stored, then loaded and stored again (the 1/sum pass)
+        _three_pass("softmax", "reload", traffic_per_element=5, read_write_per_element=3),
+        # recompute: x read three times, y stored once
+        _three_pass("softmax", "recompute", traffic_per_element=4, read_write_per_element=1),
+        _three_pass("log_softmax", "reload", traffic_per_element=5, read_write_per_element=3),
+        _three_pass("log_softmax", "recompute", traffic_per_element=4, read_write_per_element=1),
+        _reload_exact(),
         _two_pass("softmax"),
         _two_pass("log_softmax"),
     ]

@@ -202,18 +202,11 @@ def bandwidth(nbytes=None, *, repeats=7):
 def traffic_split(operation):
     """(read-only, read+write) float32 values moved per element by a registry operation.
 
-    The total is the registry's traffic_per_element. Reads of x are read-only traffic; every
-    value of y moved (stored, or loaded again to be rescaled) is read+write traffic:
-      reload:    x read twice (max; exp) -> 2 read-only; y stored, then loaded and stored again
-                 (the 1/sum pass) -> 3 read+write: 2 + 3 = 5.
-      recompute: x read three times -> 3 read-only; y stored once -> 1 read+write: 3 + 1 = 4.
-    Any other operation is taken as all reads of x plus one store of y.
+    Reads of x are read-only traffic; every value of y moved (stored, or loaded again to be
+    rescaled) is read+write traffic (the registry's read_write_per_element).
     """
-    total = _registry.OPERATIONS[operation].traffic_per_element
-    read_write = 3 if operation.endswith("_reload") else 1
-    if not 0 <= read_write <= total:
-        raise ValueError(f"cannot split the traffic of {operation!r} ({total} values per element)")
-    return total - read_write, read_write
+    spec = _registry.OPERATIONS[operation]
+    return spec.traffic_per_element - spec.read_write_per_element, spec.read_write_per_element
 
 
 def roofline_ns(operation, elements, bw):

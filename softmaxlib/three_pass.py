@@ -6,17 +6,22 @@ variant="recompute": max; sum of exp(x - max); y = exp(x - max) * (1/sum).
                      Two exps per element, y written once.
 
 Both round x - max to float before the exp, which costs accuracy when
-|x - max| is large (docs/accuracy.md). Special values follow
-docs/semantics.md on every backend.
+|x - max| is large (up to 65 ULP, docs/accuracy.md). softmax has a third:
+
+variant="reload_exact": reload, with exp(x - max) = p * 2^(n - n_max) from
+                     exp(x) = p * 2^n: x - max is never rounded, and the
+                     result is within 4 ULP, as two-pass, at reload's speed.
+
+Special values follow docs/semantics.md on every backend and variant.
 """
 from ._api import apply_rows
 
-VARIANTS = ("reload", "recompute")
+VARIANTS = {"softmax": ("reload", "recompute", "reload_exact"), "log_softmax": ("reload", "recompute")}
 
 
 def _operation(name, variant):
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, not {variant!r}")
+    if variant not in VARIANTS[name]:
+        raise ValueError(f"{name} variant must be one of {', '.join(map(repr, VARIANTS[name]))}, not {variant!r}")
     return f"{name}_{variant}"
 
 

@@ -108,8 +108,14 @@ def test_out_not_an_ndarray(out, operation, backend):
 @pytest.mark.parametrize("variant", ["", "Reload", "fused", None, 0])
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_unknown_variant(name, variant, backend):
-    with pytest.raises(ValueError, match=f"variant must be one of 'reload', 'recompute', not {variant!r}"):
+    known = ", ".join(map(repr, three_pass.VARIANTS[name]))
+    with pytest.raises(ValueError, match=f"^{name} variant must be one of {known}, not {variant!r}$"):
         getattr(three_pass, name)(_x(), variant=variant, backend=backend)
+
+
+def test_log_softmax_has_no_reload_exact_variant(backend):
+    with pytest.raises(ValueError, match="log_softmax variant must be one of 'reload', 'recompute', not 'reload_exact'"):
+        three_pass.log_softmax(_x(), variant="reload_exact", backend=backend)
 
 
 @pytest.mark.parametrize("name", ["avx9000", "AVX2", "", "sse2", "cuda"])
