@@ -1,9 +1,31 @@
-"""softmaxlib: AVX2 and AVX-512 softmax kernels for NumPy, with Numba fallbacks."""
-from . import three_pass, two_pass
+"""softmaxlib: AVX2 and AVX-512 softmax kernels for NumPy, with Numba fallbacks.
+
+softmax, log_softmax and logsumexp here are the auto path: per backend and row length they
+run the fastest algorithm that meets the accuracy bounds (softmaxlib/_auto.py,
+docs/algorithms.md). three_pass and two_pass give each algorithm by name.
+"""
+from . import _auto, three_pass, two_pass
+from ._api import apply_rows
 from ._dispatch import DEFAULT_BACKEND, USABLE_BACKENDS
 from ._version import __version__
+from .two_pass import logsumexp
 
-__all__ = ["__version__", "backends", "show_runtime", "three_pass", "two_pass"]
+__all__ = ["__version__", "backends", "log_softmax", "logsumexp", "show_runtime", "softmax", "three_pass",
+           "two_pass"]
+
+
+def softmax(x, axis=-1, *, out=None, backend=None):
+    """exp(x) / sum(exp(x)) along `axis`, within 4 ULP of float64 for float32 input.
+
+    Arguments, dtypes and special values as three_pass.softmax (no variant): the algorithm
+    is chosen per backend and row length (reload_exact in cache, two-pass beyond).
+    """
+    return apply_rows(lambda backend, n: _auto.operation("softmax", backend, n), x, axis, out, backend)
+
+
+def log_softmax(x, axis=-1, *, out=None, backend=None):
+    """x - logsumexp(x) along `axis`; arguments as softmax (three-pass reload in cache, two-pass beyond)."""
+    return apply_rows(lambda backend, n: _auto.operation("log_softmax", backend, n), x, axis, out, backend)
 
 
 def backends():

@@ -64,7 +64,10 @@ def _checked_arguments(x, axis, backend):
 
 
 def apply_rows(operation, x, axis, out, backend):
-    """Runs the registry's `operation` along `axis` of x; returns the result (out if given)."""
+    """Runs the registry's `operation` along `axis` of x; returns the result (out if given).
+
+    `operation` is a registry name, or a function (backend, n) -> name choosing one by the
+    row length n (the auto path)."""
     backend, x, work_dtype, result_dtype, axis = _checked_arguments(x, axis, backend)
     if out is not None:
         check_out(out, x.shape, result_dtype)
@@ -89,7 +92,8 @@ def apply_rows(operation, x, axis, out, backend):
         y_rows = np.empty(x_rows.shape, dtype=work_dtype)
     n = x_rows.shape[-1]
     if x_rows.size:
-        kernel = _registry.row_kernel(operation, backend, work_dtype)
+        name = operation(backend, n) if callable(operation) else operation
+        kernel = _registry.row_kernel(name, backend, work_dtype)
         kernel(x_rows.reshape(-1, n), y_rows.reshape(-1, n))
     if y_rows is target:
         return out
