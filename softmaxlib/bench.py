@@ -42,7 +42,7 @@ import numpy as np
 from . import _dispatch, _registry
 
 DEFAULT_SIZES = (1000, 100_000, 1 << 24)
-MAIN_OPERATIONS = ("softmax_reload", "softmax_recompute", "softmax_two_pass")
+MAIN_OPERATIONS = ("softmax_reload", "softmax_recompute", "softmax_reload_exact", "softmax_two_pass")
 HOT_ELEMENTS = 1 << 16       # a batch of short rows: 256 KiB in + 256 KiB out, inside L2
 MIN_SAMPLE_NS = 1_000_000    # hot cases: enough calls per sample for ~1 ms
 MAX_CASE_SECONDS = 1.0       # timed-sample budget per case; slow cases get fewer repeats
@@ -450,7 +450,7 @@ def _format_row(result):
     speedup = "-" if result.speedup_vs_numpy is None else f"{result.speedup_vs_numpy:.2f}"
     roofline = ("-" if result.roofline_fraction is None or result.cache == "hot"
                 else f"{result.roofline_fraction:.2f}")
-    name = "numpy" if result.is_baseline else result.operation
+    name = f"numpy.{result.operation}" if result.is_baseline else result.operation
     return (f"{name:<22} {result.backend:<7} {_format_size(result.n):>6} {result.rows:>5} "
             f"{result.cache:<5} {result.ns_per_element:>9.3f} {speedup:>7} {result.gb_per_s:>7.1f} "
             f"{roofline:>8}")
