@@ -1,4 +1,5 @@
-"""pytest-benchmark suite: every registry operation x backend x size, plus the NumPy baseline.
+"""pytest-benchmark suite: every registry operation x backend x size, the auto path (through the
+public API, out= preallocated), and the NumPy baseline.
 
     pytest bench --benchmark-enable --benchmark-group-by=group     # time them
     pytest bench --benchmark-disable                               # one call each, checked
@@ -19,7 +20,7 @@ import pytest
 pytest.importorskip("pytest_benchmark")
 
 import softmaxlib  # noqa: E402
-from softmaxlib import _registry, bench  # noqa: E402
+from softmaxlib import _auto, _registry, bench  # noqa: E402
 
 SIZES = [1000, 10_000, 100_000, 1 << 24]
 SIZE_IDS = ["1e3", "1e4", "1e5", "2^24"]
@@ -94,6 +95,23 @@ def test_kernel(benchmark, inputs, operation, backend, n):
         y.fill(np.nan)
     kernel = _registry.row_kernel(operation, backend, np.float32)
     _, y = run_case(benchmark, kernel, sets, COLD_ROUNDS.get(backend, DEFAULT_COLD_ROUNDS))
+    check_rows_sum_to_one(y, name == "log_softmax")
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n", SIZE_PARAMS)
+def test_auto_path(benchmark, inputs, name, backend, n):
+    """softmaxlib.softmax / log_softmax: the operation _auto.py picks for n, plus argument handling."""
+    sets = inputs(n)
+    rows = sets[0][0].shape[0]
+    spec = _registry.OPERATIONS[_auto.operation(name, backend, n)]
+    describe(benchmark, n, rows, name, "auto", backend, spec.traffic_per_element, len(sets) > 1)
+    function = getattr(softmaxlib, name)
+    for _, y in sets:
+        y.fill(np.nan)
+    _, y = run_case(benchmark, lambda x, y: function(x, out=y, backend=backend), sets,
+                    COLD_ROUNDS.get(backend, DEFAULT_COLD_ROUNDS))
     check_rows_sum_to_one(y, name == "log_softmax")
 
 
