@@ -71,3 +71,11 @@ void sml_f32_log_softmax_two_pass__avx512(int64_t rows, int64_t n, const float *
 void sml_f32_sum_exp_pair__avx512(int64_t rows, int64_t n, const float *x, double *mantissa, double *exponent);
 void sml_f32_softmax_two_pass_stream__avx512(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_log_softmax_two_pass_stream__avx512(int64_t rows, int64_t n, const float *x, float *y);
+
+/* StableMax (Prieto et al., 2025) and log-StableMax (csrc/stablemax_kernels.h):
+ * s(x) = x + 1 for x >= 0, 1 / (1 - x) below; y = s(x) / sum s, or
+ * log s(x) - log sum s.  No max is subtracted. */
+void sml_f32_stablemax__avx2(int64_t rows, int64_t n, const float *x, float *y);
+void sml_f32_log_stablemax__avx2(int64_t rows, int64_t n, const float *x, float *y);
+void sml_f32_stablemax__avx512(int64_t rows, int64_t n, const float *x, float *y);
+void sml_f32_log_stablemax__avx512(int64_t rows, int64_t n, const float *x, float *y);

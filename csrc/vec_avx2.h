@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <immintrin.h>
 #include "exp_constants.h"
+#include "log_constants.h"
 
 #define SML_ISA_SUFFIX(name) name##__avx2
 #define VF_LANES 8
@@ -27,6 +28,9 @@ SML_INLINE vf vf_add(vf a, vf b) { return _mm256_add_ps(a, b); }
 SML_INLINE vf vf_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 SML_INLINE vf vf_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 SML_INLINE vf vf_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+SML_INLINE vf vf_div(vf a, vf b) { return _mm256_div_ps(a, b); }
+/* v < limit ? a : b, lane by lane (an ordered compare: a NaN v takes b). */
+SML_INLINE vf vf_where_less(vf v, vf limit, vf a, vf b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(v, limit, _CMP_LT_OQ)); }
 
 /* vmaskmovps touches only the first k < VF_LANES elements: masked-off lanes
  * do not fault, so a row may end right before an unmapped page. */
@@ -130,6 +134,16 @@ SML_INLINE vf vf_exp_nonpositive(vf t, int check_cutoff) {
     if (!check_cutoff) return _mm256_mul_ps(p, two_to_n);
     const vf keep = _mm256_cmp_ps(t, vf_set1(SML_EXP_CUTOFF), _CMP_NLT_UQ);
     return _mm256_and_ps(keep, _mm256_mul_ps(p, two_to_n));
+}
+
+/* log(v) = k ln 2 + log(1 + f) for a positive normal v: returns f, in
+ * [sqrt(1/2) - 1, sqrt(2) - 1), and sets k, as in vec_avx512.h. */
+SML_INLINE vf vf_log_split(vf v, vf *k) {
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i exponent = _mm256_srai_epi32(_mm256_sub_epi32(bits, _mm256_set1_epi32(SML_SQRT_HALF_BITS)), 23);
+    *k = _mm256_cvtepi32_ps(exponent);
+    const vf m = _mm256_castsi256_ps(_mm256_sub_epi32(bits, _mm256_slli_epi32(exponent, 23)));
+    return vf_sub(m, vf_set1(1.0f));
 }
 
 /* Values below FLT_MIN become +0 (NaN is kept). */

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <immintrin.h>
 #include "exp_constants.h"
+#include "log_constants.h"
 
 #define SML_ISA_SUFFIX(name) name##__avx512
 #define VF_LANES 16
@@ -27,6 +28,11 @@ SML_INLINE vf vf_add(vf a, vf b) { return _mm512_add_ps(a, b); }
 SML_INLINE vf vf_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 SML_INLINE vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 SML_INLINE vf vf_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+SML_INLINE vf vf_div(vf a, vf b) { return _mm512_div_ps(a, b); }
+/* v < limit ? a : b, lane by lane (an ordered compare: a NaN v takes b). */
+SML_INLINE vf vf_where_less(vf v, vf limit, vf a, vf b) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, limit, _CMP_LT_OQ), b, a);
+}
 
 /* Masked loads and stores touch only the first k < VF_LANES elements: masked-off
  * lanes do not fault, so a row may end right before an unmapped page. */
@@ -102,6 +108,18 @@ SML_INLINE vf vf_exp_nonpositive(vf t, int check_cutoff) {
     if (!check_cutoff) return _mm512_scalef_ps(p, n);
     const __mmask16 keep = _mm512_cmp_ps_mask(t, vf_set1(SML_EXP_CUTOFF), _CMP_NLT_UQ);
     return _mm512_maskz_scalef_ps(keep, p, n);
+}
+
+/* log(v) = k ln 2 + log(1 + f) for a positive normal v: returns f, in
+ * [sqrt(1/2) - 1, sqrt(2) - 1), and sets k.  Subtracting the bits of
+ * sqrt(1/2) before the shift puts the mantissa m = 1 + f in [sqrt(1/2), sqrt(2)),
+ * where log(m) is smallest. */
+SML_INLINE vf vf_log_split(vf v, vf *k) {
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i exponent = _mm512_srai_epi32(_mm512_sub_epi32(bits, _mm512_set1_epi32(SML_SQRT_HALF_BITS)), 23);
+    *k = _mm512_cvtepi32_ps(exponent);
+    const vf m = _mm512_castsi512_ps(_mm512_sub_epi32(bits, _mm512_slli_epi32(exponent, 23)));
+    return vf_sub(m, vf_set1(1.0f));
 }
 
 /* Values below FLT_MIN become +0 (NaN is kept). */

@@ -13,7 +13,8 @@ from cffi import FFI
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
-SOURCES = ["runtime.c", "three_pass_avx2.c", "three_pass_avx512.c", "two_pass_avx2.c", "two_pass_avx512.c"]
+SOURCES = ["runtime.c", "three_pass_avx2.c", "three_pass_avx512.c", "two_pass_avx2.c", "two_pass_avx512.c",
+           "stablemax_avx2.c", "stablemax_avx512.c"]
 
 
 def _version():

@@ -35,6 +35,14 @@ X_CLAMP = f32(2.0**20)  # two-pass: exp(max(x, -X_CLAMP)), as in csrc/two_pass_k
 EXPONENT_LIMIT = 1.5e6  # two-pass: pairs with |E| above it take the exact path
 SHIFT_HEADROOM = f32(32.0)  # reload_exact, as in csrc/three_pass_kernels.h
 PAIR_ROW_LIMIT = f32(2.0**19)  # reload_exact: rows with |max| at or above it take reload
+STABLE_EXACT_BELOW = f32(-(2.0**125))  # StableMax: rows with a finite x below it take the float64 path
+STABLE_SUM_RANGE = 2.0**100  # StableMax: sums outside [2^-100, 2^100] take the float64 path
+LOG_L = [f32(float.fromhex(h)) for h in ("0x1.555784p-2", "-0x1.000474p-2", "0x1.98AD06p-3", "-0x1.533D4Cp-3",
+                                          "0x1.32BFD0p-3", "-0x1.267B6Ap-3", "0x1.633682p-4")]  # csrc/log_constants.h
+LOG_L0, LOG_L1, LOG_L2, LOG_L3, LOG_L4, LOG_L5, LOG_L6 = LOG_L
+LN2_HI = f32(float.fromhex("0x1.62E4p-1"))
+LN2_LO = f32(float.fromhex("0x1.7F7D1Cp-20"))
+SQRT_HALF_BITS = np.int32(0x3F3504F3)
 BLOCK = 1024  # elements per vectorized block: scratch stays in L1
 LANES = 16  # independent accumulators of the reductions, for LLVM to vectorize
 ONE = f32(1.0)
@@ -365,3 +373,108 @@ def two_pass_rows_f32(x, y, log_output):
             scale_pow2_block(p[:k], n[:k], scaled[:k], bits[:k])
             for i in range(k):
                 out[start + i] = flush_below_flt_min(scaled[i])
+
+
+@njit(cache=True)
+def stable_s(v):
+    """StableMax's s(x) in float32: x + 1 for x >= 0, 1 / (1 - x) below (NaN stays NaN)."""
+    return ONE / (ONE - v) if v < ZERO else v + ONE
+
+
+@njit(cache=True, fastmath={"contract"})
+def log_positive(v):
+    """log v for float32 v >= FLT_MIN, as log_positive in csrc/stablemax_kernels.h (inf and NaN are their own log)."""
+    if not v < np.inf:
+        return v
+    bits = np.array([v]).view(np.int32)[0]
+    k = (bits - SQRT_HALF_BITS) >> np.int32(23)
+    f = np.array([bits - (k << np.int32(23))], np.int32).view(np.float32)[0] - ONE
+    q = LOG_L6 * f + LOG_L5
+    q = q * f + LOG_L4
+    q = q * f + LOG_L3
+    q = q * f + LOG_L2
+    q = q * f + LOG_L1
+    q = q * f + LOG_L0
+    f2 = f * f
+    log_m = (f2 * f) * q + (f2 * f32(-0.5) + f)
+    kf = f32(k)
+    return kf * LN2_HI + (kf * LN2_LO + log_m)
+
+
+@njit(cache=True)
+def stable_row_exact(row, out, log_output):
+    """StableMax of a row in float64, rounded once, as stable_row_exact in C."""
+    total = 0.0
+    for v in row:
+        x = np.float64(v)
+        total += x + 1.0 if x >= 0.0 else 1.0 / (1.0 - x)
+    log_sum = math.log(total) if total > 0.0 else (-np.inf if total == 0.0 else np.nan)
+    for i in range(row.size):
+        x = np.float64(row[i])
+        s = x + 1.0 if x >= 0.0 else 1.0 / (1.0 - x)
+        if log_output:
+            out[i] = (math.log(s) if s > 0.0 else (-np.inf if s == 0.0 else np.nan)) - log_sum
+        else:
+            value = f32(s / total) if total != 0.0 else f32(np.nan)
+            out[i] = value if not value < FLT_MIN else ZERO
+
+
+@njit(cache=True, fastmath={"contract"})
+def stablemax_rows_f32(x, y, log_output):
+    """StableMax or log-StableMax, as csrc/stablemax_kernels.h: s summed in float64, then
+    r = s * (1/sum) with 1/sum in two float32 parts; log r while r >= FLT_MIN, else
+    -log(1 + |x|) - log sum. Rows out of the comfortable range take the float64 path."""
+    for r in range(x.shape[0]):
+        row, out = x[r], y[r]
+        if row.size == 0:
+            continue
+        total = 0.0
+        low = f32(np.inf)
+        for v in row:
+            total += stable_s(v)
+            if v > -np.inf and v < low:
+                low = v
+        if total == np.inf:
+            infinite_row(row, out, log_output)
+            continue
+        if low < STABLE_EXACT_BELOW or (not (1.0 / STABLE_SUM_RANGE <= total <= STABLE_SUM_RANGE) and total == total):
+            stable_row_exact(row, out, log_output)
+            continue
+        inverse = 1.0 / total
+        inverse_high = f32(inverse)
+        inverse_low = f32(inverse - inverse_high)
+        log_sum = math.log(total)
+        log_high = f32(log_sum)
+        log_low = f32(log_sum - log_high)
+        for i in range(row.size):
+            s = stable_s(row[i])
+            ratio = s * inverse_high + s * inverse_low  # one FMA, as in C
+            if not log_output:
+                out[i] = flush_below_flt_min(ratio)
+            elif ratio < FLT_MIN:
+                out[i] = ((-log_positive(abs(row[i]) + ONE)) - log_high) - log_low
+            else:
+                out[i] = log_positive(ratio)
+
+
+@njit(cache=True)
+def stablemax_rows_f64(x, y, log_output):
+    """StableMax or log-StableMax in float64 (subnormal outputs kept, as every float64 kernel)."""
+    for r in range(x.shape[0]):
+        row, out = x[r], y[r]
+        if row.size == 0:
+            continue
+        total = 0.0
+        for v in row:
+            total += v + 1.0 if v >= 0.0 else 1.0 / (1.0 - v)
+        if total == np.inf:
+            infinite_row(row, out, log_output)
+            continue
+        log_sum = math.log(total) if total > 0.0 else (-np.inf if total == 0.0 else np.nan)
+        for i in range(row.size):
+            v = row[i]
+            s = v + 1.0 if v >= 0.0 else 1.0 / (1.0 - v)
+            if log_output:
+                out[i] = (math.log(s) if s > 0.0 else (-np.inf if s == 0.0 else np.nan)) - log_sum
+            else:
+                out[i] = s / total if total != 0.0 else np.nan

@@ -75,6 +75,17 @@ def _two_pass(function):
     )
 
 
+def _stablemax(function):
+    log_output = function == "log_stablemax"
+    return RowOperation(
+        function, "stablemax", function, None, f"sml_f32_{function}",
+        numba_f32=lambda x, y: nk.stablemax_rows_f32(x, y, log_output),
+        numba_f64=lambda x, y: nk.stablemax_rows_f64(x, y, log_output),
+        traffic_per_element=3,  # x read twice (sum; output), y written once
+        read_write_per_element=1,
+    )
+
+
 OPERATIONS = {
     op.name: op
     for op in [
@@ -87,6 +98,8 @@ OPERATIONS = {
         _reload_exact(),
         _two_pass("softmax"),
         _two_pass("log_softmax"),
+        _stablemax("stablemax"),
+        _stablemax("log_stablemax"),
     ]
 }
 

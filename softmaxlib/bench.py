@@ -236,10 +236,34 @@ def numpy_log_softmax(x):
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
-NUMPY_BASELINES = {"softmax": numpy_softmax, "log_softmax": numpy_log_softmax}
-# float32 values the baselines move per element: max 1, subtract 2, exp 2, sum 1, then divide
-# (or subtract the log) 2; temporaries' page faults are not counted.
-NUMPY_TRAFFIC_PER_ELEMENT = {"softmax": 8, "log_softmax": 8}
+def numpy_stable_s(x):
+    """StableMax's s(x) = x + 1 for x >= 0, 1 / (1 - x) below, as a NumPy expression."""
+    return np.where(x >= 0, x + 1, 1 / (1 - np.minimum(x, 0)))
+
+
+def numpy_stablemax(x):
+    """The NumPy StableMax baseline: s / sum(s)."""
+    s = numpy_stable_s(x)
+    return s / s.sum(-1, keepdims=True)
+
+
+def numpy_log_stablemax(x):
+    """The NumPy log-StableMax baseline: log s - log(sum(s))."""
+    s = numpy_stable_s(x)
+    return np.log(s) - np.log(s.sum(-1, keepdims=True))
+
+
+NUMPY_BASELINES = {"softmax": numpy_softmax, "log_softmax": numpy_log_softmax,
+                   "stablemax": numpy_stablemax, "log_stablemax": numpy_log_stablemax}
+# float32 values the baselines move per element: softmax: max 1, subtract 2, exp 2, sum 1, then
+# divide (or subtract the log) 2; StableMax: compare 2, add 2, min 2, subtract 2, divide 2,
+# where 4, sum 1, divide 2 (log: log 2 more); temporaries' page faults are not counted.
+NUMPY_TRAFFIC_PER_ELEMENT = {"softmax": 8, "log_softmax": 8, "stablemax": 17, "log_stablemax": 19}
+
+
+def is_log(function):
+    """Whether a public function returns log-probabilities."""
+    return function.startswith("log_")
 
 
 def _split_name(operation):
@@ -373,7 +397,7 @@ def run(sizes=DEFAULT_SIZES, backends=None, operations=None, *, repeats=15, base
                     speedup_vs_numpy=1.0, bytes_in_out=8 * elements,
                     bytes_moved=NUMPY_TRAFFIC_PER_ELEMENT[name] * 4 * elements,
                     roofline_ns=None, roofline_fraction=None,
-                    sum_error=sum_error(function(sets[0][0]), name == "log_softmax")))
+                    sum_error=sum_error(function(sets[0][0]), is_log(name))))
         for operation in operations:
             spec = _registry.OPERATIONS[operation]
             name, variant = _split_name(operation)
@@ -392,7 +416,7 @@ def run(sizes=DEFAULT_SIZES, backends=None, operations=None, *, repeats=15, base
                     speedup_vs_numpy=None if reference is None else reference / t.median_ns,
                     bytes_in_out=8 * elements, bytes_moved=spec.traffic_per_element * 4 * elements,
                     roofline_ns=roofline, roofline_fraction=roofline / t.median_ns,
-                    sum_error=sum_error(sets[0][1], name == "log_softmax")))
+                    sum_error=sum_error(sets[0][1], is_log(name))))
         del sets, x_sets
     return results
 

@@ -1,0 +1,4 @@
+/* StableMax kernels for AVX2 + FMA + F16C. */
+#include "vec_avx2.h"
+#include "softmaxlib.h"
+#include "stablemax_kernels.h"

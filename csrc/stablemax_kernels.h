@@ -1,0 +1,141 @@
+/* StableMax and log-StableMax (Prieto et al., 2025), written once against the
+ * vector API of vec_<isa>.h and included by stablemax_<isa>.c.
+ *
+ *   s(x) = x + 1 for x >= 0, 1 / (1 - x) for x < 0;
+ *   stablemax(x)_i = s(x_i) / sum_j s(x_j);  log_stablemax = log s(x_i) - log sum.
+ *
+ * No max is subtracted: StableMax is not shift-invariant.  Pass 1 sums s in
+ * double lanes (every float s widened, so a row of values near FLT_MAX cannot
+ * overflow the sum) and takes the row's min; pass 2 writes the output.
+ * Rows whose s or 1/sum leave the comfortable float range (a finite x below
+ * -2^125, whose s is below 2^-125 and would lose bits as a subnormal, or a
+ * sum beyond 2^+-100, or 0) are computed element by element in
+ * double instead: rare, and exact to one rounding.
+ * A +inf takes the limit (infinite_rows.h), a NaN makes the row NaN.
+ */
+#include <float.h>
+#include <math.h>
+#include "row_layout.h"
+#include "infinite_rows.h"
+
+#define STABLE_UNROLL 4        /* vectors per trip of both passes */
+#define EXACT_BELOW -0x1p125f  /* a row with an x below this takes the double path */
+#define SUM_RANGE 0x1p100      /* sums outside [2^-100, 2^100] take the double path */
+
+SML_INLINE vf stable_s(vf x) {
+    const vf one = vf_set1(1.0f);
+    return vf_where_less(x, vf_zero(), vf_div(one, vf_sub(one, x)), vf_add(x, one));
+}
+
+/* log v for v >= FLT_MIN; an infinite or NaN v is its own log. */
+SML_INLINE vf log_positive(vf v) {
+    vf k;
+    const vf f = vf_log_split(v, &k);
+    vf q = vf_fma(vf_set1(SML_LOG_L6), f, vf_set1(SML_LOG_L5));
+    q = vf_fma(q, f, vf_set1(SML_LOG_L4));
+    q = vf_fma(q, f, vf_set1(SML_LOG_L3));
+    q = vf_fma(q, f, vf_set1(SML_LOG_L2));
+    q = vf_fma(q, f, vf_set1(SML_LOG_L1));
+    q = vf_fma(q, f, vf_set1(SML_LOG_L0));
+    const vf f2 = vf_mul(f, f);
+    const vf log_m = vf_fma(vf_mul(f2, f), q, vf_fma(f2, vf_set1(-0.5f), f));
+    const vf log_v = vf_fma(k, vf_set1(SML_LN2_HI), vf_fma(k, vf_set1(SML_LN2_LO), log_m));
+    return vf_where_less(v, vf_set1(INFINITY), log_v, v);
+}
+
+SML_INLINE vf finite_or_plus_inf(vf v) { return vf_where_less(v, vf_set1(-FLT_MAX), vf_set1(INFINITY), v); }
+
+/* Pass 1: sum of s over the row, in double lanes, and the row's min over
+ * finite x (NaN ignored; -inf, whose s is exactly 0, counts as +inf, so that
+ * masked rows stay on the vector path).  No aligned head: an element's lane
+ * must not depend on the address, or a copy of x could sum differently. */
+static double stable_sum(const float *x, int64_t n, float *min) {
+    vsum sum = vsum_zero();
+    vf low = vf_set1(INFINITY);
+    int64_t i = 0;
+    for (; i + VF_LANES <= n; i += VF_LANES) {
+        const vf v = vf_load(x + i);
+        sum = vsum_add(sum, stable_s(v));
+        low = vf_min_ignoring_nan(finite_or_plus_inf(v), low);
+    }
+    if (i < n) { /* padded with -inf, whose s is 0 */
+        const vf v = vf_load_tail(x + i, n - i, -INFINITY);
+        sum = vsum_add(sum, stable_s(v));
+        low = vf_min_ignoring_nan(finite_or_plus_inf(v), low);
+    }
+    *min = -vf_reduce_max(vf_sub(vf_zero(), low));
+    return vsum_reduce(sum);
+}
+
+/* 1/sum and log(sum), each split into two floats (high + low) so that their
+ * own rounding does not reach the outputs. */
+typedef struct { vf inverse_high, inverse_low, log_high, log_low; } row_scale;
+
+/* One output vector.  StableMax: r = s * (1/sum), rounded once, flushed below
+ * FLT_MIN as softmax is.  log-StableMax: log r while r >= FLT_MIN, which has
+ * no cancellation (log s - log sum would lose up to |log sum| * 2^-24 where
+ * the two are close); below, where log r < -87, -log(1 + |x|) - log sum. */
+SML_INLINE vf stable_output(vf x, row_scale scale, int log_output) {
+    const vf s = stable_s(x);
+    const vf ratio = vf_fma(s, scale.inverse_high, vf_mul(s, scale.inverse_low));
+    if (!log_output) return vf_flush_below_flt_min(ratio);
+    const vf flt_min = vf_set1(SML_FLT_MIN);
+    const vf magnitude = vf_add(vf_max(x, vf_sub(vf_zero(), x)), vf_set1(1.0f)); /* 1 + |x|, x < 0 here */
+    const vf log_value = log_positive(vf_where_less(ratio, flt_min, magnitude, ratio));
+    const vf tiny = vf_sub(vf_sub(vf_sub(vf_zero(), log_value), scale.log_high), scale.log_low);
+    return vf_where_less(ratio, flt_min, tiny, log_value);
+}
+
+SML_INLINE void stable_write(const float *x, float *y, int64_t n, row_scale scale, int log_output) {
+    int64_t i = unaligned_head(x, n);
+    if (i > 0) vf_store_tail(y, i, stable_output(vf_load_tail(x, i, 0.0f), scale, log_output));
+    for (; i + STABLE_UNROLL * VF_LANES <= n; i += STABLE_UNROLL * VF_LANES)
+        for (int u = 0; u < STABLE_UNROLL; u++) {
+            const int64_t at = i + u * VF_LANES;
+            vf_store(y + at, stable_output(vf_load(x + at), scale, log_output));
+        }
+    for (; i + VF_LANES <= n; i += VF_LANES) vf_store(y + i, stable_output(vf_load(x + i), scale, log_output));
+    if (i < n) vf_store_tail(y + i, n - i, stable_output(vf_load_tail(x + i, n - i, 0.0f), scale, log_output));
+}
+
+static row_scale split_scale(double sum) {
+    const double inverse = 1.0 / sum, log_sum = log(sum);
+    const float inverse_high = (float)inverse, log_high = (float)log_sum;
+    return (row_scale){vf_set1(inverse_high), vf_set1((float)(inverse - inverse_high)), vf_set1(log_high),
+                       vf_set1((float)(log_sum - log_high))};
+}
+
+static double stable_s_double(float x) { return x >= 0.0f ? (double)x + 1.0 : 1.0 / (1.0 - (double)x); }
+
+/* The double path: s, the sum and every output in double, rounded once. */
+static void stable_row_exact(const float *x, float *y, int64_t n, int log_output) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += stable_s_double(x[i]);
+    const double log_sum = log(sum);
+    for (int64_t i = 0; i < n; i++) {
+        const double s = stable_s_double(x[i]);
+        const float out = log_output ? (float)(log(s) - log_sum) : (float)(s / sum);
+        y[i] = log_output || !(out < SML_FLT_MIN) ? out : 0.0f; /* NaN is kept */
+    }
+}
+
+static void stable_row(const float *x, float *y, int64_t n, int log_output) {
+    if (n == 0) return;
+    float min;
+    const double sum = stable_sum(x, n, &min);
+    if (sum == INFINITY) { /* a +inf: the limit; with a NaN the sum is NaN instead */
+        infinite_row(x, y, n, log_output);
+    } else if (min < EXACT_BELOW || (!(sum >= 1.0 / SUM_RANGE && sum <= SUM_RANGE) && sum == sum)) {
+        stable_row_exact(x, y, n, log_output);
+    } else {
+        stable_write(x, y, n, split_scale(sum), log_output);
+    }
+}
+
+void SML_ISA_SUFFIX(sml_f32_stablemax)(int64_t rows, int64_t n, const float *x, float *y) {
+    for (int64_t r = 0; r < rows; r++) stable_row(x + r * n, y + r * n, n, 0);
+}
+
+void SML_ISA_SUFFIX(sml_f32_log_stablemax)(int64_t rows, int64_t n, const float *x, float *y) {
+    for (int64_t r = 0; r < rows; r++) stable_row(x + r * n, y + r * n, n, 1);
+}
