@@ -478,3 +478,44 @@ def stablemax_rows_f64(x, y, log_output):
                 out[i] = (math.log(s) if s > 0.0 else (-np.inf if s == 0.0 else np.nan)) - log_sum
             else:
                 out[i] = s / total if total != 0.0 else np.nan
+
+
+@njit(cache=True)
+def stablemax_cross_entropy_rows(x, labels, ignore_index, losses, grad, grad_scale, want_grad):
+    """StableMax cross-entropy of each row of x (float32 or float64), accumulated in float64:
+    loss = log(sum s) - log s(x_label). With want_grad, grad = grad_scale * (p - onehot) / (1 + |x|),
+    p = s / sum: one reduction and one elementwise sweep per row. Rows labelled ignore_index
+    give loss 0 and gradient 0. Rows with +inf take the limit (the +inf share the mass)."""
+    for r in range(x.shape[0]):
+        row = x[r]
+        label = labels[r]
+        if label == ignore_index:
+            losses[r] = 0.0
+            if want_grad:
+                grad[r] = 0.0
+            continue
+        total = 0.0
+        infinities = 0
+        for v in row:
+            xv = np.float64(v)
+            total += xv + 1.0 if xv >= 0.0 else 1.0 / (1.0 - xv)
+            infinities += xv == np.inf
+        if total == np.inf and infinities > 0:  # the limit: the +inf share the mass
+            chosen = 1.0 / infinities if row[label] == np.inf else 0.0
+            losses[r] = -math.log(chosen) if chosen > 0.0 else np.inf
+            if want_grad:
+                for i in range(row.size):
+                    xv = np.float64(row[i])
+                    p = 1.0 / infinities if xv == np.inf else 0.0
+                    onehot = 1.0 if i == label else 0.0
+                    grad[r, i] = 0.0 if xv == np.inf else grad_scale * (p - onehot) / (1.0 + abs(xv))
+            continue
+        xc = np.float64(row[label])
+        s_label = xc + 1.0 if xc >= 0.0 else 1.0 / (1.0 - xc)
+        losses[r] = math.log(total) - math.log(s_label) if s_label > 0.0 else (np.inf if total > 0 else np.nan)
+        if want_grad:
+            for i in range(row.size):
+                xv = np.float64(row[i])
+                p = (xv + 1.0 if xv >= 0.0 else 1.0 / (1.0 - xv)) / total
+                onehot = 1.0 if i == label else 0.0
+                grad[r, i] = grad_scale * (p - onehot) / (1.0 + abs(xv))

@@ -10,9 +10,14 @@ StableMax is not shift-invariant. Special values follow docs/semantics.md as sof
 s in place of exp: +inf elements share the mass, -inf gives 0 (log: -inf), NaN makes the row
 NaN, a row of only -inf is NaN, and float32 outputs below FLT_MIN are flushed to +0.
 """
+import operator
+
 import numpy as np
 
-from ._api import apply_rows
+from . import _numba_kernels as nk
+from ._api import apply_rows, compute_dtype, normalize_axis
+
+REDUCTIONS = ("mean", "sum", "none")
 
 
 def s(x):
@@ -33,3 +38,58 @@ def stablemax(x, axis=-1, *, out=None, backend=None):
 def log_stablemax(x, axis=-1, *, out=None, backend=None):
     """log s(x) - log(sum(s(x))) along `axis`; arguments as stablemax."""
     return apply_rows("log_stablemax", x, axis, out, backend)
+
+
+def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore_index=None, return_grad=False):
+    """Cross-entropy of StableMax: -log(s(x_label) / sum s(x)) per row, accumulated in float64.
+
+    logits: floating array (float16/32/64; integers and bool become float64), classes along `axis`.
+    labels: integer class indices, of logits' shape without `axis`.
+    reduction: "mean" over the rows not ignored, "sum", or "none" (one loss per row).
+    ignore_index: a label value whose rows give loss 0 and gradient 0, and are not counted by
+        "mean" (PyTorch's convention; "mean" of no counted rows is NaN).
+    return_grad: also return dL/dlogits = (p - onehot) / (1 + |x|), scaled as the reduction
+        scales the loss, in logits' dtype and shape. It is computed in closed form (one
+        reduction and one elementwise sweep per row), so it is finite where a where()-based
+        autograd of s gives NaN (x = 1 exactly).
+
+    Returns the loss (a float64 scalar, or float64 array for "none"), and the gradient with
+    return_grad. Rows with a NaN give NaN; +inf logits share the mass, as in stablemax().
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, not {reduction!r}")
+    x = np.asarray(logits)
+    work_dtype, result_dtype = compute_dtype(x.dtype)
+    if x.ndim == 0:
+        raise ValueError("logits must have at least one dimension (the classes)")
+    axis = normalize_axis(axis, x.ndim)
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integer class indices, not dtype {labels.dtype}")
+    expected_shape = x.shape[:axis] + x.shape[axis + 1:]
+    if labels.shape != expected_shape:
+        raise ValueError(f"labels have shape {labels.shape}, but logits of shape {x.shape} along axis {axis} "
+                         f"need {expected_shape}")
+    classes = x.shape[axis]
+    ignore = None if ignore_index is None else operator.index(ignore_index)
+    counted = np.ones(labels.shape, bool) if ignore is None else labels != ignore
+    bad = counted & ((labels < 0) | (labels >= classes))
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"label {labels[where]} at index {where} is out of range for {classes} classes")
+    rows = np.ascontiguousarray(np.moveaxis(x, axis, -1), dtype=work_dtype).reshape(-1, classes)
+    flat_labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+    count = int(counted.sum())
+    scale = 1.0 / count if reduction == "mean" and count else (np.nan if reduction == "mean" else 1.0)
+    losses = np.empty(rows.shape[0])
+    grad = np.empty_like(rows) if return_grad else np.empty((0, 0), work_dtype)
+    nk.stablemax_cross_entropy_rows(rows, flat_labels, -1 if ignore is None else ignore, losses, grad, scale,
+                                    return_grad)
+    if reduction == "none":
+        loss = losses.reshape(labels.shape)
+    else:
+        loss = np.float64(losses.sum()) * (scale if reduction == "mean" else 1.0)
+    if not return_grad:
+        return loss
+    grad = np.moveaxis(grad.reshape(x.shape[:axis] + x.shape[axis + 1:] + (classes,)), -1, axis)
+    return loss, grad.astype(result_dtype, copy=False)

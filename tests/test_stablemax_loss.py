@@ -1,0 +1,157 @@
+"""StableMax cross-entropy (with its closed-form gradient) and the Softmax Collapse diagnostics."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from softmaxlib import diagnostics, stablemax
+from softmaxlib.stablemax import stablemax_cross_entropy
+
+PRECISION_BITS = {np.float16: 11, np.float32: 24, np.float64: 53}
+
+
+def loss_reference(x, labels):
+    """Per-row loss and (p - onehot) / (1 + |x|), in float64, rows along the last axis."""
+    x = np.asarray(x, np.float64)
+    s = stablemax.s(x)
+    p = s / s.sum(-1, keepdims=True)
+    rows = np.arange(x.shape[0])
+    onehot = np.zeros_like(x)
+    onehot[rows, labels] = 1
+    return -np.log(p[rows, labels]), (p - onehot) / (1 + np.abs(x))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_losses_and_gradients_match_the_reference(dtype, rng):
+    x = (rng.standard_normal((50, 13)) * 20).astype(dtype)
+    labels = rng.integers(0, 13, 50)
+    losses, grad = loss_reference(x, labels)
+    np.testing.assert_allclose(stablemax_cross_entropy(x, labels, reduction="none"), losses, rtol=1e-13)
+    for reduction, scale in (("mean", 1 / 50), ("sum", 1.0), ("none", 1.0)):
+        loss, g = stablemax_cross_entropy(x, labels, reduction=reduction, return_grad=True)
+        assert g.dtype == dtype and g.shape == x.shape
+        np.testing.assert_allclose(g, grad * scale, rtol=1e-6 if dtype == np.float32 else 1e-13, atol=1e-12)
+        if reduction != "none":
+            assert isinstance(loss, np.float64)
+            np.testing.assert_allclose(loss, losses.sum() * scale, rtol=1e-13)
+
+
+def test_gradient_matches_finite_differences(rng):
+    x = rng.standard_normal((4, 6)) * 3
+    labels = np.array([0, 5, 2, 2])
+    _, grad = stablemax_cross_entropy(x, labels, return_grad=True)
+    step = 1e-6
+    numeric = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[index] += step
+        down[index] -= step
+        numeric[index] = (stablemax_cross_entropy(up, labels) - stablemax_cross_entropy(down, labels)) / (2 * step)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_x_equal_to_one_has_a_finite_gradient():
+    """where(x >= 0, x + 1, 1 / (1 - x)) differentiated by autograd evaluates 1 / (1 - x)^2 at x = 1:
+    inf times a zero mask is NaN. The closed form has no such branch."""
+    x = np.array([[1.0, 0.0, -1.0]], np.float32)
+    loss, grad = stablemax_cross_entropy(x, np.array([0]), return_grad=True)
+    assert np.isfinite(loss) and np.isfinite(grad).all()
+    p = stablemax.stablemax(x.astype(np.float64))
+    np.testing.assert_allclose(grad, (p - [1, 0, 0]) / [2, 1, 2], rtol=1e-7)
+
+
+@settings(max_examples=100, deadline=None)
+@given(top=st.floats(100, 1e4), n=st.integers(2, 200), spread=st.floats(90, 1e4))
+def test_gradient_survives_where_softmax_collapses(top, n, spread):
+    """float32 logits with |x| <= 1e4 where the softmax cross-entropy gradient of the correct class is
+    exactly 0 (all others >= 90 below it): StableMax's is not."""
+    x = np.full((1, n), max(top - spread, -1e4), np.float32)
+    x[0, 0] = top
+    shifted = x - x.max()
+    softmax_p = np.exp(shifted) / np.exp(shifted).sum(dtype=np.float32)
+    assert softmax_p[0, 0] - np.float32(1) == 0  # softmax has collapsed: its gradient is 0 there
+    _, grad = stablemax_cross_entropy(x, np.array([0]), return_grad=True)
+    assert grad[0, 0] < 0 and np.isfinite(grad).all()
+
+
+def test_ignore_index_and_axis(rng):
+    x = rng.standard_normal((3, 7, 4)).astype(np.float32)  # classes along axis 1
+    labels = rng.integers(0, 7, (3, 4))
+    labels[1, 2] = -100
+    loss, grad = stablemax_cross_entropy(x, labels, axis=1, ignore_index=-100, return_grad=True)
+    rows = np.moveaxis(x, 1, -1).reshape(-1, 7)
+    flat = labels.reshape(-1)
+    keep = flat != -100
+    losses, expected = loss_reference(rows[keep], flat[keep])
+    np.testing.assert_allclose(loss, losses.mean(), rtol=1e-12)
+    grad_rows = np.moveaxis(grad, 1, -1).reshape(-1, 7)
+    assert np.all(grad_rows[~keep] == 0)
+    np.testing.assert_allclose(grad_rows[keep], expected / keep.sum(), rtol=1e-6, atol=1e-12)
+    assert np.isnan(stablemax_cross_entropy(x[:1, :, :1], labels[:1, :1] * 0 - 100, axis=1, ignore_index=-100))
+
+
+def test_special_values():
+    x = np.array([[np.inf, 1.0, np.inf], [np.nan, 1.0, 2.0], [-np.inf, 0.0, 1.0], [np.inf, 0.0, 1.0]])
+    losses = stablemax_cross_entropy(x, np.array([0, 1, 0, 1]), reduction="none")
+    assert losses[0] == pytest.approx(math.log(2)) and np.isnan(losses[1])
+    assert losses[2] == np.inf and losses[3] == np.inf
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(reduction="avg"), ValueError, "reduction must be one of 'mean', 'sum', 'none', not 'avg'"),
+    (dict(labels=np.array([0.0, 1.0])), TypeError, "labels must be integer class indices"),
+    (dict(labels=np.array([0, 1, 2])), ValueError, r"labels have shape \(3,\)"),
+    (dict(labels=np.array([0, 3])), ValueError, r"label 3 at index \(1,\) is out of range for 3 classes"),
+    (dict(labels=np.array([-1, 0])), ValueError, "label -1 at index"),
+    (dict(logits=np.float32(1)), ValueError, "at least one dimension"),
+])
+def test_bad_input(kwargs, error, message):
+    arguments = dict(logits=np.zeros((2, 3), np.float32), labels=np.array([0, 1]))
+    arguments.update(kwargs)
+    logits, labels = arguments.pop("logits"), arguments.pop("labels")
+    with pytest.raises(error, match=message):
+        stablemax_cross_entropy(logits, labels, **arguments)
+
+
+# --------------------------------------------------------------- Softmax Collapse diagnostics
+
+@settings(max_examples=150, deadline=None)
+@given(dtype=st.sampled_from(list(PRECISION_BITS)), n=st.integers(2, 300), extra=st.floats(0.01, 30),
+       rows=st.integers(1, 4))
+def test_collapse_bands(dtype, n, extra, rows):
+    p = PRECISION_BITS[dtype]
+    for gap, collapsed in ((p * math.log(2) + math.log(n - 1) + extra, 1.0), (p * math.log(2) - extra, 0.0)):
+        if gap <= 0:
+            continue
+        x = np.full((rows, n), -gap, dtype)
+        x[:, n // 2] = 0
+        assert diagnostics.softmax_collapse_fraction(x, dtype=dtype) == collapsed
+        assert diagnostics.zero_loss_fraction(x, np.full(rows, n // 2), dtype=dtype) == collapsed
+
+
+def test_fractions_count_rows_and_wrong_labels():
+    x = np.array([[0.0, -30.0, -30.0], [0.0, -1.0, -1.0], [0.0, -30.0, -30.0], [np.nan, 0.0, 0.0]])
+    assert diagnostics.softmax_collapse_fraction(x) == 0.5
+    assert diagnostics.zero_loss_fraction(x, np.array([0, 0, 1, 0])) == 0.25  # a wrong label is never 0 loss
+    assert diagnostics.softmax_collapse_fraction(x.T, axis=0) == 0.5
+
+
+def test_stablemax_margin():
+    top = np.array([[1e3], [1e4], [1e5]], np.float32)
+    x = np.concatenate([top, np.repeat(-top, 112, axis=1)], axis=1)  # n = 113, the others at -top
+    margin = diagnostics.stablemax_margin(x)
+    assert margin[0] > margin[1] > 0 > margin[2]  # collapse between 1e4 and 1e5 (near 3.3e4)
+    s = stablemax.s(x[2].astype(np.float32))
+    assert np.float32(s[0]) + np.float32(s[1:].sum()) == np.float32(s[0])  # collapsed: the others vanish
+
+
+@pytest.mark.parametrize("function", [diagnostics.softmax_collapse_fraction, diagnostics.stablemax_margin])
+def test_diagnostics_bad_input(function):
+    with pytest.raises(TypeError, match="dtype must be float16, float32 or float64"):
+        function(np.zeros((2, 3)), dtype=np.int32)
+    with pytest.raises(ValueError, match="at least one class"):
+        function(np.zeros((2, 0)))
+    with pytest.raises(TypeError, match="real numbers"):
+        function(np.zeros((2, 3), complex))
