@@ -375,33 +375,42 @@ def two_pass_rows_f32(x, y, log_output):
                 out[start + i] = flush_below_flt_min(scaled[i])
 
 
-@njit(cache=True)
-def stable_s(v):
-    """StableMax's s(x) in float32: x + 1 for x >= 0, 1 / (1 - x) below (NaN stays NaN)."""
-    return ONE / (ONE - v) if v < ZERO else v + ONE
+@njit(cache=True, error_model="numpy")
+def stable_s_block(row, start, k, s):
+    """s[:k] = StableMax's s of row[start:start + k] in float32: x + 1 for x >= 0, 1 / (1 - x)
+    below (NaN stays NaN). Branch-free, so that LLVM vectorizes it."""
+    for i in range(k):
+        v = row[start + i]
+        below = ONE / (ONE - (v if v < ZERO else ZERO))
+        s[i] = below if v < ZERO else v + ONE
 
 
 @njit(cache=True, fastmath={"contract"})
-def log_positive(v):
-    """log v for float32 v >= FLT_MIN, as log_positive in csrc/stablemax_kernels.h (inf and NaN are their own log)."""
-    if not v < np.inf:
-        return v
-    bits = np.array([v]).view(np.int32)[0]
-    k = (bits - SQRT_HALF_BITS) >> np.int32(23)
-    f = np.array([bits - (k << np.int32(23))], np.int32).view(np.float32)[0] - ONE
-    q = LOG_L6 * f + LOG_L5
-    q = q * f + LOG_L4
-    q = q * f + LOG_L3
-    q = q * f + LOG_L2
-    q = q * f + LOG_L1
-    q = q * f + LOG_L0
-    f2 = f * f
-    log_m = (f2 * f) * q + (f2 * f32(-0.5) + f)
-    kf = f32(k)
-    return kf * LN2_HI + (kf * LN2_LO + log_m)
+def log_positive_block(v, out, saved):
+    """out = log v for float32 v >= FLT_MIN, as log_positive in csrc/stablemax_kernels.h (inf and
+    NaN are their own log): k and m = 1 + f from v's bits, m in [sqrt(1/2), sqrt(2)). v is
+    overwritten; saved is scratch of v's size."""
+    saved[:] = v
+    bits = v.view(np.int32)
+    for i in range(v.size):
+        k = (bits[i] - SQRT_HALF_BITS) >> np.int32(23)
+        out[i] = f32(k)
+        bits[i] -= k << np.int32(23)  # v now holds m
+    for i in range(v.size):
+        f = v[i] - ONE
+        q = LOG_L6 * f + LOG_L5
+        q = q * f + LOG_L4
+        q = q * f + LOG_L3
+        q = q * f + LOG_L2
+        q = q * f + LOG_L1
+        q = q * f + LOG_L0
+        f2 = f * f
+        log_m = (f2 * f) * q + (f2 * f32(-0.5) + f)
+        log_v = out[i] * LN2_HI + (out[i] * LN2_LO + log_m)
+        out[i] = log_v if saved[i] < np.inf else saved[i]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def stable_row_exact(row, out, log_output):
     """StableMax of a row in float64, rounded once, as stable_row_exact in C."""
     total = 0.0
@@ -419,21 +428,28 @@ def stable_row_exact(row, out, log_output):
             out[i] = value if not value < FLT_MIN else ZERO
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def stablemax_rows_f32(x, y, log_output):
-    """StableMax or log-StableMax, as csrc/stablemax_kernels.h: s summed in float64, then
-    r = s * (1/sum) with 1/sum in two float32 parts; log r while r >= FLT_MIN, else
-    -log(1 + |x|) - log sum. Rows out of the comfortable range take the float64 path."""
+    """StableMax or log-StableMax, as csrc/stablemax_kernels.h, by blocks of BLOCK: s summed in
+    float64, then r = s * (1/sum) with 1/sum in two float32 parts; log r while r >= FLT_MIN,
+    else -log(1 + |x|) - log sum. Rows out of the comfortable range take the float64 path."""
+    s = np.empty(BLOCK, f32)
+    argument = np.empty(BLOCK, f32)
+    logs = np.empty(BLOCK, f32)
+    saved = np.empty(BLOCK, f32)
     for r in range(x.shape[0]):
         row, out = x[r], y[r]
         if row.size == 0:
             continue
         total = 0.0
         low = f32(np.inf)
-        for v in row:
-            total += stable_s(v)
-            if v > -np.inf and v < low:
-                low = v
+        for start in range(0, row.size, BLOCK):
+            k = min(BLOCK, row.size - start)
+            stable_s_block(row, start, k, s)
+            total += sum_f64(s, k)
+            for i in range(k):
+                v = row[start + i]
+                low = v if (v < low) & (v > -np.inf) else low
         if total == np.inf:
             infinite_row(row, out, log_output)
             continue
@@ -446,18 +462,24 @@ def stablemax_rows_f32(x, y, log_output):
         log_sum = math.log(total)
         log_high = f32(log_sum)
         log_low = f32(log_sum - log_high)
-        for i in range(row.size):
-            s = stable_s(row[i])
-            ratio = s * inverse_high + s * inverse_low  # one FMA, as in C
+        for start in range(0, row.size, BLOCK):
+            k = min(BLOCK, row.size - start)
+            stable_s_block(row, start, k, s)
+            for i in range(k):
+                s[i] = s[i] * inverse_high + s[i] * inverse_low  # r, one FMA as in C
             if not log_output:
-                out[i] = flush_below_flt_min(ratio)
-            elif ratio < FLT_MIN:
-                out[i] = ((-log_positive(abs(row[i]) + ONE)) - log_high) - log_low
-            else:
-                out[i] = log_positive(ratio)
+                for i in range(k):
+                    out[start + i] = flush_below_flt_min(s[i])
+                continue
+            for i in range(k):
+                argument[i] = abs(row[start + i]) + ONE if s[i] < FLT_MIN else s[i]
+            log_positive_block(argument[:k], logs[:k], saved[:k])
+            for i in range(k):
+                tiny = ((-logs[i]) - log_high) - log_low
+                out[start + i] = tiny if s[i] < FLT_MIN else logs[i]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def stablemax_rows_f64(x, y, log_output):
     """StableMax or log-StableMax in float64 (subnormal outputs kept, as every float64 kernel)."""
     for r in range(x.shape[0]):
@@ -480,7 +502,7 @@ def stablemax_rows_f64(x, y, log_output):
                 out[i] = s / total if total != 0.0 else np.nan
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def stablemax_cross_entropy_rows(x, labels, ignore_index, losses, grad, grad_scale, want_grad):
     """StableMax cross-entropy of each row of x (float32 or float64), accumulated in float64:
     loss = log(sum s) - log s(x_label). With want_grad, grad = grad_scale * (p - onehot) / (1 + |x|),

@@ -118,9 +118,11 @@ def test_bad_input(kwargs, error, message):
 # --------------------------------------------------------------- Softmax Collapse diagnostics
 
 @settings(max_examples=150, deadline=None)
-@given(dtype=st.sampled_from(list(PRECISION_BITS)), n=st.integers(2, 300), extra=st.floats(0.01, 30),
+@given(dtype=st.sampled_from(list(PRECISION_BITS)), n=st.integers(2, 300), extra=st.floats(0.05, 30),
        rows=st.integers(1, 4))
 def test_collapse_bands(dtype, n, extra, rows):
+    """The paper's bands, with a margin `extra` >= 0.05 for the rounding of exp(-gap) in `dtype`
+    (float16's exps near 2^-11 / n are subnormal, up to ~2 % off)."""
     p = PRECISION_BITS[dtype]
     for gap, collapsed in ((p * math.log(2) + math.log(n - 1) + extra, 1.0), (p * math.log(2) - extra, 0.0)):
         if gap <= 0:
