@@ -42,7 +42,7 @@ import numpy as np
 from . import _dispatch, _registry
 
 DEFAULT_SIZES = (1000, 100_000, 1 << 24)
-MAIN_OPERATIONS = ("softmax_reload", "softmax_recompute", "softmax_reload_exact", "softmax_two_pass")
+MAIN_OPERATIONS = ("softmax_reload", "softmax_recompute", "softmax_reload_exact", "softmax_two_pass", "stablemax")
 HOT_ELEMENTS = 1 << 16       # a batch of short rows: 256 KiB in + 256 KiB out, inside L2
 MIN_SAMPLE_NS = 1_000_000    # hot cases: enough calls per sample for ~1 ms
 MAX_CASE_SECONDS = 1.0       # timed-sample budget per case; slow cases get fewer repeats

@@ -154,9 +154,9 @@ def test_cli_runs_and_prints_the_table():
     for column in ("ns/elem", "x NumPy", "GB/s", "roofline"):
         assert column in header
     rows = [line.split() for line in lines if line.split() and line.split()[0] in
-            {"numpy.softmax", *bench.MAIN_OPERATIONS}]
+            {"numpy.softmax", "numpy.stablemax", *bench.MAIN_OPERATIONS}]
     assert sorted((row[0], row[1]) for row in rows) == sorted(
-        [("numpy.softmax", "numpy")] + [(op, b) for op in bench.MAIN_OPERATIONS for b in softmaxlib.backends()])
+        [("numpy.softmax", "numpy"), ("numpy.stablemax", "numpy")] + [(op, b) for op in bench.MAIN_OPERATIONS for b in softmaxlib.backends()])
     for row in rows:
         assert row[2] == "1e3" and positive_finite(float(row[5]))
 
