@@ -45,25 +45,31 @@ SML_INLINE vf log_positive(vf v) {
 
 SML_INLINE vf finite_or_plus_inf(vf v) { return vf_where_less(v, vf_set1(-FLT_MAX), vf_set1(INFINITY), v); }
 
-/* Pass 1: sum of s over the row, in double lanes, and the row's min over
- * finite x (NaN ignored; -inf, whose s is exactly 0, counts as +inf, so that
- * masked rows stay on the vector path).  No aligned head: an element's lane
- * must not depend on the address, or a copy of x could sum differently. */
-static double stable_sum(const float *x, int64_t n, float *min) {
+SML_INLINE float reduce_min(vf v) { return -vf_reduce_max(vf_sub(vf_zero(), v)); }
+
+/* Pass 1: sum of s over the row, in double lanes; the row's min (NaN
+ * ignored), and its min over finite x (-inf, whose s is exactly 0, counts as
+ * +inf there, so that masked rows stay on the vector path).  No aligned head:
+ * an element's lane must not depend on the address, or a copy of x could sum
+ * differently. */
+static double stable_sum(const float *x, int64_t n, float *min, float *finite_min) {
     vsum sum = vsum_zero();
-    vf low = vf_set1(INFINITY);
+    vf low = vf_set1(INFINITY), finite_low = vf_set1(INFINITY);
     int64_t i = 0;
     for (; i + VF_LANES <= n; i += VF_LANES) {
         const vf v = vf_load(x + i);
         sum = vsum_add(sum, stable_s(v));
-        low = vf_min_ignoring_nan(finite_or_plus_inf(v), low);
+        low = vf_min_ignoring_nan(v, low);
+        finite_low = vf_min_ignoring_nan(finite_or_plus_inf(v), finite_low);
     }
-    if (i < n) { /* padded with -inf, whose s is 0 */
-        const vf v = vf_load_tail(x + i, n - i, -INFINITY);
-        sum = vsum_add(sum, stable_s(v));
-        low = vf_min_ignoring_nan(finite_or_plus_inf(v), low);
+    if (i < n) { /* padded with +inf, which the sum ignores below */
+        const vf v = vf_load_tail(x + i, n - i, INFINITY);
+        sum = vsum_add(sum, stable_s(vf_load_tail(x + i, n - i, -INFINITY))); /* s(-inf) = 0 */
+        low = vf_min_ignoring_nan(v, low);
+        finite_low = vf_min_ignoring_nan(finite_or_plus_inf(v), finite_low);
     }
-    *min = -vf_reduce_max(vf_sub(vf_zero(), low));
+    *min = reduce_min(low);
+    *finite_min = reduce_min(finite_low);
     return vsum_reduce(sum);
 }
 
@@ -71,14 +77,20 @@ static double stable_sum(const float *x, int64_t n, float *min) {
  * own rounding does not reach the outputs. */
 typedef struct { vf inverse_high, inverse_low, log_high, log_low; } row_scale;
 
+/* What pass 2 writes: StableMax, log-StableMax, or log-StableMax of a row
+ * where every r is at least FLT_MIN (no -inf, and s(min) / sum >= 2^-125),
+ * which skips the branch for tiny r. */
+enum stable_output_kind { STABLE_PROBABILITY, STABLE_LOG, STABLE_LOG_NO_TINY };
+
 /* One output vector.  StableMax: r = s * (1/sum), rounded once, flushed below
  * FLT_MIN as softmax is.  log-StableMax: log r while r >= FLT_MIN, which has
  * no cancellation (log s - log sum would lose up to |log sum| * 2^-24 where
  * the two are close); below, where log r < -87, -log(1 + |x|) - log sum. */
-SML_INLINE vf stable_output(vf x, row_scale scale, int log_output) {
+SML_INLINE vf stable_output(vf x, row_scale scale, enum stable_output_kind kind) {
     const vf s = stable_s(x);
     const vf ratio = vf_fma(s, scale.inverse_high, vf_mul(s, scale.inverse_low));
-    if (!log_output) return vf_flush_below_flt_min(ratio);
+    if (kind == STABLE_PROBABILITY) return vf_flush_below_flt_min(ratio);
+    if (kind == STABLE_LOG_NO_TINY) return log_positive(ratio);
     const vf flt_min = vf_set1(SML_FLT_MIN);
     const vf magnitude = vf_add(vf_max(x, vf_sub(vf_zero(), x)), vf_set1(1.0f)); /* 1 + |x|, x < 0 here */
     const vf log_value = log_positive(vf_where_less(ratio, flt_min, magnitude, ratio));
@@ -86,16 +98,16 @@ SML_INLINE vf stable_output(vf x, row_scale scale, int log_output) {
     return vf_where_less(ratio, flt_min, tiny, log_value);
 }
 
-SML_INLINE void stable_write(const float *x, float *y, int64_t n, row_scale scale, int log_output) {
+SML_INLINE void stable_write(const float *x, float *y, int64_t n, row_scale scale, enum stable_output_kind kind) {
     int64_t i = unaligned_head(x, n);
-    if (i > 0) vf_store_tail(y, i, stable_output(vf_load_tail(x, i, 0.0f), scale, log_output));
+    if (i > 0) vf_store_tail(y, i, stable_output(vf_load_tail(x, i, 0.0f), scale, kind));
     for (; i + STABLE_UNROLL * VF_LANES <= n; i += STABLE_UNROLL * VF_LANES)
         for (int u = 0; u < STABLE_UNROLL; u++) {
             const int64_t at = i + u * VF_LANES;
-            vf_store(y + at, stable_output(vf_load(x + at), scale, log_output));
+            vf_store(y + at, stable_output(vf_load(x + at), scale, kind));
         }
-    for (; i + VF_LANES <= n; i += VF_LANES) vf_store(y + i, stable_output(vf_load(x + i), scale, log_output));
-    if (i < n) vf_store_tail(y + i, n - i, stable_output(vf_load_tail(x + i, n - i, 0.0f), scale, log_output));
+    for (; i + VF_LANES <= n; i += VF_LANES) vf_store(y + i, stable_output(vf_load(x + i), scale, kind));
+    if (i < n) vf_store_tail(y + i, n - i, stable_output(vf_load_tail(x + i, n - i, 0.0f), scale, kind));
 }
 
 static row_scale split_scale(double sum) {
@@ -121,14 +133,18 @@ static void stable_row_exact(const float *x, float *y, int64_t n, int log_output
 
 static void stable_row(const float *x, float *y, int64_t n, int log_output) {
     if (n == 0) return;
-    float min;
-    const double sum = stable_sum(x, n, &min);
+    float min, finite_min;
+    const double sum = stable_sum(x, n, &min, &finite_min);
     if (sum == INFINITY) { /* a +inf: the limit; with a NaN the sum is NaN instead */
         infinite_row(x, y, n, log_output);
-    } else if (min < EXACT_BELOW || (!(sum >= 1.0 / SUM_RANGE && sum <= SUM_RANGE) && sum == sum)) {
+    } else if (finite_min < EXACT_BELOW || (!(sum >= 1.0 / SUM_RANGE && sum <= SUM_RANGE) && sum == sum)) {
         stable_row_exact(x, y, n, log_output);
+    } else if (!log_output) {
+        stable_write(x, y, n, split_scale(sum), STABLE_PROBABILITY);
+    } else if (min > -INFINITY && stable_s_double(min) / sum >= 0x1p-125) {
+        stable_write(x, y, n, split_scale(sum), STABLE_LOG_NO_TINY);
     } else {
-        stable_write(x, y, n, split_scale(sum), log_output);
+        stable_write(x, y, n, split_scale(sum), STABLE_LOG);
     }
 }
 
