@@ -79,3 +79,12 @@ void sml_f32_stablemax__avx2(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_log_stablemax__avx2(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_stablemax__avx512(int64_t rows, int64_t n, const float *x, float *y);
 void sml_f32_log_stablemax__avx512(int64_t rows, int64_t n, const float *x, float *y);
+
+/* StableMax cross-entropy per row, accumulated in double: losses[r] =
+ * log(sum s) - log s(x[label]); rows whose label is ignore_index give 0.  With
+ * grad (else NULL): grad = grad_scale * (p - onehot) / (1 + |x|), zero for
+ * ignored rows.  labels must lie in [0, n) or equal ignore_index. */
+void sml_f32_stablemax_cross_entropy__avx2(int64_t rows, int64_t n, const float *x, const int64_t *labels,
+                                           int64_t ignore_index, double grad_scale, double *losses, float *grad);
+void sml_f32_stablemax_cross_entropy__avx512(int64_t rows, int64_t n, const float *x, const int64_t *labels,
+                                             int64_t ignore_index, double grad_scale, double *losses, float *grad);

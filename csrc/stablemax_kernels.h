@@ -155,3 +155,92 @@ void SML_ISA_SUFFIX(sml_f32_stablemax)(int64_t rows, int64_t n, const float *x, 
 void SML_ISA_SUFFIX(sml_f32_log_stablemax)(int64_t rows, int64_t n, const float *x, float *y) {
     for (int64_t r = 0; r < rows; r++) stable_row(x + r * n, y + r * n, n, 1);
 }
+
+/* The cross-entropy's sum of s, with every s in double (the loss is a float64
+ * result, as in the paper's code), and the row's min over finite x as in
+ * stable_sum. */
+static double stable_sum_double(const float *x, int64_t n, float *finite_min) {
+    vsum sum = vsum_zero();
+    vf finite_low = vf_set1(INFINITY);
+    int64_t i = 0;
+    for (; i + VF_LANES <= n; i += VF_LANES) {
+        const vf v = vf_load(x + i);
+        sum = vsum_add_stable_s(sum, v);
+        finite_low = vf_min_ignoring_nan(finite_or_plus_inf(v), finite_low);
+    }
+    if (i < n) { /* padded with -inf: s 0, and +inf for the min */
+        const vf v = vf_load_tail(x + i, n - i, -INFINITY);
+        sum = vsum_add_stable_s(sum, v);
+        finite_low = vf_min_ignoring_nan(finite_or_plus_inf(v), finite_low);
+    }
+    *finite_min = reduce_min(finite_low);
+    return vsum_reduce(sum);
+}
+
+/* StableMax cross-entropy of a row, in double, as stable_row_exact: the path
+ * for rows the vector path does not take (a +inf, a NaN, a finite x below
+ * -2^125, a sum out of range).  +inf elements share the mass, as in
+ * infinite_row. */
+static double cross_entropy_row_exact(const float *x, int64_t n, int64_t label, double grad_scale, float *grad) {
+    double sum = 0.0;
+    int64_t infinities = 0;
+    for (int64_t i = 0; i < n; i++) {
+        sum += stable_s_double(x[i]);
+        infinities += x[i] == INFINITY;
+    }
+    const int limit = sum == INFINITY && infinities > 0;
+    if (grad)
+        for (int64_t i = 0; i < n; i++) {
+            const double magnitude = 1.0 + fabs((double)x[i]);
+            const double p = limit ? (x[i] == INFINITY ? 1.0 / (double)infinities : 0.0) : stable_s_double(x[i]) / sum;
+            grad[i] = limit && x[i] == INFINITY ? 0.0f : (float)(grad_scale * (p - (i == label)) / magnitude);
+        }
+    if (limit) return x[label] == INFINITY ? log((double)infinities) : INFINITY;
+    return log(sum) - log(stable_s_double(x[label]));
+}
+
+/* Gradient of one vector: scale * r / (1 + |x|), r = s * (1/sum) from
+ * factor = scale / sum split into two floats; the label's element is
+ * rewritten afterwards in double, where p - 1 does not cancel. */
+SML_INLINE vf cross_entropy_gradient(vf x, vf factor_high, vf factor_low) {
+    const vf s = stable_s(x);
+    const vf magnitude = vf_add(vf_max(x, vf_sub(vf_zero(), x)), vf_set1(1.0f));
+    return vf_div(vf_fma(s, factor_high, vf_mul(s, factor_low)), magnitude);
+}
+
+static void cross_entropy_gradient_row(const float *x, float *grad, int64_t n, double factor) {
+    const float high = (float)factor;
+    const vf vhigh = vf_set1(high), vlow = vf_set1((float)(factor - high));
+    int64_t i = unaligned_head(x, n);
+    if (i > 0) vf_store_tail(grad, i, cross_entropy_gradient(vf_load_tail(x, i, 0.0f), vhigh, vlow));
+    for (; i + VF_LANES <= n; i += VF_LANES) vf_store(grad + i, cross_entropy_gradient(vf_load(x + i), vhigh, vlow));
+    if (i < n) vf_store_tail(grad + i, n - i, cross_entropy_gradient(vf_load_tail(x + i, n - i, 0.0f), vhigh, vlow));
+}
+
+void SML_ISA_SUFFIX(sml_f32_stablemax_cross_entropy)(int64_t rows, int64_t n, const float *x, const int64_t *labels,
+                                                     int64_t ignore_index, double grad_scale, double *losses,
+                                                     float *grad) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = x + r * n;
+        float *grad_row = grad ? grad + r * n : NULL;
+        const int64_t label = labels[r];
+        if (label == ignore_index) {
+            losses[r] = 0.0;
+            if (grad_row)
+                for (int64_t i = 0; i < n; i++) grad_row[i] = 0.0f;
+            continue;
+        }
+        float finite_min;
+        const double sum = stable_sum_double(row, n, &finite_min);
+        if (!(sum >= 1.0 / SUM_RANGE && sum <= SUM_RANGE) || finite_min < EXACT_BELOW) {
+            losses[r] = cross_entropy_row_exact(row, n, label, grad_scale, grad_row);
+            continue;
+        }
+        const double s_label = stable_s_double(row[label]);
+        losses[r] = log(sum) - log(s_label);
+        if (grad_row) {
+            cross_entropy_gradient_row(row, grad_row, n, grad_scale / sum);
+            grad_row[label] = (float)(grad_scale * (s_label / sum - 1.0) / (1.0 + fabs((double)row[label])));
+        }
+    }
+}

@@ -71,6 +71,19 @@ SML_INLINE double vsum_reduce(vsum s) {
     return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
 }
 
+/* StableMax's s(x) = x + 1 for x >= 0, 1 / (1 - x) below, in double lanes. */
+SML_INLINE __m256d stable_s_double_lanes(__m256d x) {
+    const __m256d one = _mm256_set1_pd(1.0);
+    const __m256d negative = _mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_LT_OQ);
+    return _mm256_blendv_pd(_mm256_add_pd(x, one), _mm256_div_pd(one, _mm256_sub_pd(one, x)), negative);
+}
+/* sum += s(v), with s computed in double from the widened lanes: no float rounding of s. */
+SML_INLINE vsum vsum_add_stable_s(vsum s, vf v) {
+    s.low = _mm256_add_pd(s.low, stable_s_double_lanes(_mm256_cvtps_pd(_mm256_castps256_ps128(v))));
+    s.high = _mm256_add_pd(s.high, stable_s_double_lanes(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
+    return s;
+}
+
 /* m * 2^d for integer-valued d <= 0 in double lanes, 2^d built in the
  * exponent field as in vf_scale_pow2 (1.5*2^52 + 1023, shift by 52). */
 SML_INLINE __m256d vd_scale_pow2(__m256d m, __m256d d) {

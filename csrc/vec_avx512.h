@@ -60,6 +60,19 @@ SML_INLINE vsum vsum_add(vsum s, vf v) {
 }
 SML_INLINE double vsum_reduce(vsum s) { return _mm512_reduce_add_pd(_mm512_add_pd(s.low, s.high)); }
 
+/* StableMax's s(x) = x + 1 for x >= 0, 1 / (1 - x) below, in double lanes. */
+SML_INLINE __m512d stable_s_double_lanes(__m512d x) {
+    const __m512d one = _mm512_set1_pd(1.0);
+    const __mmask8 negative = _mm512_cmp_pd_mask(x, _mm512_setzero_pd(), _CMP_LT_OQ);
+    return _mm512_mask_blend_pd(negative, _mm512_add_pd(x, one), _mm512_div_pd(one, _mm512_sub_pd(one, x)));
+}
+/* sum += s(v), with s computed in double from the widened lanes: no float rounding of s. */
+SML_INLINE vsum vsum_add_stable_s(vsum s, vf v) {
+    s.low = _mm512_add_pd(s.low, stable_s_double_lanes(_mm512_cvtps_pd(_mm512_castps512_ps256(v))));
+    s.high = _mm512_add_pd(s.high, stable_s_double_lanes(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1))));
+    return s;
+}
+
 /* Sums of exp kept as (mantissa, exponent) in double lanes, sum = m * 2^e per
  * lane: 16 float lanes widen into two halves of 8. */
 typedef struct { __m512d m_low, m_high, e_low, e_high; } vpair;

@@ -541,3 +541,10 @@ def stablemax_cross_entropy_rows(x, labels, ignore_index, losses, grad, grad_sca
                 p = (xv + 1.0 if xv >= 0.0 else 1.0 / (1.0 - xv)) / total
                 onehot = 1.0 if i == label else 0.0
                 grad[r, i] = grad_scale * (p - onehot) / (1.0 + abs(xv))
+
+
+def stablemax_cross_entropy(x, labels, ignore_index, grad_scale, losses, grad):
+    """The registry's form of stablemax_cross_entropy_rows (grad None: no gradient)."""
+    want_grad = grad is not None
+    stablemax_cross_entropy_rows(x, labels, ignore_index, losses, grad if want_grad else np.empty((0, 0), x.dtype),
+                                 grad_scale, want_grad)

@@ -120,6 +120,22 @@ PAIR_REDUCTIONS = {
                                   nk.sum_exp_pair_rows_f64),
 }
 
+@dataclass(frozen=True)
+class LossOperation:
+    """A per-row loss of (rows, n) float32 logits with integer labels, called as
+    f(x, labels, ignore_index, grad_scale, losses, grad) with float64 losses of length rows
+    and grad None or an array of x's shape and dtype (csrc/softmaxlib.h)."""
+
+    name: str
+    c_symbol: str
+    numba: Callable  # float32 and float64
+
+
+LOSSES = {
+    "stablemax_cross_entropy": LossOperation("stablemax_cross_entropy", "sml_f32_stablemax_cross_entropy",
+                                             nk.stablemax_cross_entropy),
+}
+
 BACKENDS = _dispatch.ALL_BACKENDS
 
 
@@ -146,6 +162,17 @@ def _c_pair_binding(c_function):
     return run
 
 
+def _c_loss_binding(c_function):
+    ffi = _dispatch.ffi
+
+    def run(x, labels, ignore_index, grad_scale, losses, grad):
+        c_function(x.shape[0], x.shape[1], ffi.from_buffer("float[]", x), ffi.from_buffer("int64_t[]", labels),
+                   ignore_index, grad_scale, ffi.from_buffer("double[]", losses, require_writable=True),
+                   ffi.NULL if grad is None else ffi.from_buffer("float[]", grad, require_writable=True))
+
+    return run
+
+
 def _c_function(symbol, backend):
     return getattr(_dispatch.lib, f"{symbol}__{backend}")
 
@@ -153,13 +180,16 @@ def _c_function(symbol, backend):
 def _c_binding(spec, backend):
     if isinstance(spec, PairReduction):
         return _c_pair_binding(_c_function(spec.c_symbol, backend))
+    if isinstance(spec, LossOperation):
+        return _c_loss_binding(_c_function(spec.c_symbol, backend))
     streaming = spec.c_symbol_streaming and _c_function(spec.c_symbol_streaming, backend)
     return _c_row_binding(_c_function(spec.c_symbol, backend), streaming)
 
 
 _FLOAT32_KERNELS = {
-    (spec.name, backend): spec.numba_f32 if backend == "numba" else _c_binding(spec, backend)
-    for table in (OPERATIONS, PAIR_REDUCTIONS)
+    (spec.name, backend): (spec.numba if isinstance(spec, LossOperation) else spec.numba_f32) if backend == "numba"
+    else _c_binding(spec, backend)
+    for table in (OPERATIONS, PAIR_REDUCTIONS, LOSSES)
     for spec in table.values()
     for backend in _dispatch.USABLE_BACKENDS
 }
@@ -181,3 +211,10 @@ def pair_kernel(reduction, backend, dtype):
     if dtype == np.float64:
         return PAIR_REDUCTIONS[reduction].numba_f64
     return _FLOAT32_KERNELS[reduction, backend]
+
+
+def loss_kernel(loss, backend, dtype):
+    """The callable of a loss (see LossOperation), as row_kernel: float64 takes the Numba kernel."""
+    if dtype == np.float64:
+        return LOSSES[loss].numba
+    return _FLOAT32_KERNELS[loss, backend]

@@ -14,7 +14,7 @@ import operator
 
 import numpy as np
 
-from . import _numba_kernels as nk
+from . import _dispatch, _registry
 from ._api import apply_rows, compute_dtype, normalize_axis
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -40,7 +40,8 @@ def log_stablemax(x, axis=-1, *, out=None, backend=None):
     return apply_rows("log_stablemax", x, axis, out, backend)
 
 
-def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore_index=None, return_grad=False):
+def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore_index=None, return_grad=False,
+                            backend=None):
     """Cross-entropy of StableMax: -log(s(x_label) / sum s(x)) per row, accumulated in float64.
 
     logits: floating array (float16/32/64; integers and bool become float64), classes along `axis`.
@@ -52,12 +53,14 @@ def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore
         scales the loss, in logits' dtype and shape. It is computed in closed form (one
         reduction and one elementwise sweep per row), so it is finite where a where()-based
         autograd of s gives NaN (x = 1 exactly).
+    backend: as stablemax(); float32 logits run that backend's kernel, float64 the Numba one.
 
     Returns the loss (a float64 scalar, or float64 array for "none"), and the gradient with
     return_grad. Rows with a NaN give NaN; +inf logits share the mass, as in stablemax().
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, not {reduction!r}")
+    backend = _dispatch.resolve(backend)
     x = np.asarray(logits)
     work_dtype, result_dtype = compute_dtype(x.dtype)
     if x.ndim == 0:
@@ -82,9 +85,10 @@ def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore
     count = int(counted.sum())
     scale = 1.0 / count if reduction == "mean" and count else (np.nan if reduction == "mean" else 1.0)
     losses = np.empty(rows.shape[0])
-    grad = np.empty_like(rows) if return_grad else np.empty((0, 0), work_dtype)
-    nk.stablemax_cross_entropy_rows(rows, flat_labels, -1 if ignore is None else ignore, losses, grad, scale,
-                                    return_grad)
+    grad = np.empty_like(rows) if return_grad else None
+    # Without ignore_index, -1 ignores nothing: every label was checked to lie in [0, classes).
+    kernel = _registry.loss_kernel("stablemax_cross_entropy", backend, work_dtype)
+    kernel(rows, flat_labels, -1 if ignore is None else ignore, scale, losses, grad)
     if reduction == "none":
         loss = losses.reshape(labels.shape)
     else:

@@ -3,11 +3,14 @@ import math
 
 import numpy as np
 import pytest
+
+import softmaxlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from softmaxlib import diagnostics, stablemax
 from softmaxlib.stablemax import stablemax_cross_entropy
+from test_guard_pages import buffers, place  # noqa: F401  (buffers is a fixture)
 
 PRECISION_BITS = {np.float16: 11, np.float32: 24, np.float64: 53}
 
@@ -23,14 +26,16 @@ def loss_reference(x, labels):
     return -np.log(p[rows, labels]), (p - onehot) / (1 + np.abs(x))
 
 
+@pytest.mark.parametrize("n", [13, 100, 1000])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_losses_and_gradients_match_the_reference(dtype, rng):
-    x = (rng.standard_normal((50, 13)) * 20).astype(dtype)
-    labels = rng.integers(0, 13, 50)
+def test_losses_and_gradients_match_the_reference(dtype, n, backend, rng):
+    x = (rng.standard_normal((50, n)) * 20).astype(dtype)
+    labels = rng.integers(0, n, 50)
     losses, grad = loss_reference(x, labels)
-    np.testing.assert_allclose(stablemax_cross_entropy(x, labels, reduction="none"), losses, rtol=1e-13)
+    np.testing.assert_allclose(stablemax_cross_entropy(x, labels, reduction="none", backend=backend), losses,
+                               rtol=1e-13)
     for reduction, scale in (("mean", 1 / 50), ("sum", 1.0), ("none", 1.0)):
-        loss, g = stablemax_cross_entropy(x, labels, reduction=reduction, return_grad=True)
+        loss, g = stablemax_cross_entropy(x, labels, reduction=reduction, return_grad=True, backend=backend)
         assert g.dtype == dtype and g.shape == x.shape
         np.testing.assert_allclose(g, grad * scale, rtol=1e-6 if dtype == np.float32 else 1e-13, atol=1e-12)
         if reduction != "none":
@@ -52,11 +57,11 @@ def test_gradient_matches_finite_differences(rng):
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
 
 
-def test_x_equal_to_one_has_a_finite_gradient():
+def test_x_equal_to_one_has_a_finite_gradient(backend):
     """where(x >= 0, x + 1, 1 / (1 - x)) differentiated by autograd evaluates 1 / (1 - x)^2 at x = 1:
     inf times a zero mask is NaN. The closed form has no such branch."""
     x = np.array([[1.0, 0.0, -1.0]], np.float32)
-    loss, grad = stablemax_cross_entropy(x, np.array([0]), return_grad=True)
+    loss, grad = stablemax_cross_entropy(x, np.array([0]), return_grad=True, backend=backend)
     assert np.isfinite(loss) and np.isfinite(grad).all()
     p = stablemax.stablemax(x.astype(np.float64))
     np.testing.assert_allclose(grad, (p - [1, 0, 0]) / [2, 1, 2], rtol=1e-7)
@@ -72,15 +77,16 @@ def test_gradient_survives_where_softmax_collapses(top, n, spread):
     shifted = x - x.max()
     softmax_p = np.exp(shifted) / np.exp(shifted).sum(dtype=np.float32)
     assert softmax_p[0, 0] - np.float32(1) == 0  # softmax has collapsed: its gradient is 0 there
-    _, grad = stablemax_cross_entropy(x, np.array([0]), return_grad=True)
-    assert grad[0, 0] < 0 and np.isfinite(grad).all()
+    for backend in softmaxlib.backends():
+        _, grad = stablemax_cross_entropy(x, np.array([0]), return_grad=True, backend=backend)
+        assert grad[0, 0] < 0 and np.isfinite(grad).all()
 
 
-def test_ignore_index_and_axis(rng):
+def test_ignore_index_and_axis(backend, rng):
     x = rng.standard_normal((3, 7, 4)).astype(np.float32)  # classes along axis 1
     labels = rng.integers(0, 7, (3, 4))
     labels[1, 2] = -100
-    loss, grad = stablemax_cross_entropy(x, labels, axis=1, ignore_index=-100, return_grad=True)
+    loss, grad = stablemax_cross_entropy(x, labels, axis=1, ignore_index=-100, return_grad=True, backend=backend)
     rows = np.moveaxis(x, 1, -1).reshape(-1, 7)
     flat = labels.reshape(-1)
     keep = flat != -100
@@ -89,14 +95,33 @@ def test_ignore_index_and_axis(rng):
     grad_rows = np.moveaxis(grad, 1, -1).reshape(-1, 7)
     assert np.all(grad_rows[~keep] == 0)
     np.testing.assert_allclose(grad_rows[keep], expected / keep.sum(), rtol=1e-6, atol=1e-12)
-    assert np.isnan(stablemax_cross_entropy(x[:1, :, :1], labels[:1, :1] * 0 - 100, axis=1, ignore_index=-100))
+    assert np.isnan(stablemax_cross_entropy(x[:1, :, :1], labels[:1, :1] * 0 - 100, axis=1, ignore_index=-100,
+                                            backend=backend))
 
 
-def test_special_values():
-    x = np.array([[np.inf, 1.0, np.inf], [np.nan, 1.0, 2.0], [-np.inf, 0.0, 1.0], [np.inf, 0.0, 1.0]])
-    losses = stablemax_cross_entropy(x, np.array([0, 1, 0, 1]), reduction="none")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_special_values(dtype, backend):
+    x = np.array([[np.inf, 1.0, np.inf], [np.nan, 1.0, 2.0], [-np.inf, 0.0, 1.0], [np.inf, 0.0, 1.0],
+                  [-np.inf] * 3, [-3e38, -1e38, 1.0], [3e38, 3e38, 0.0]], dtype)
+    labels = np.array([0, 1, 0, 1, 0, 1, 2])
+    losses, grad = stablemax_cross_entropy(x, labels, reduction="none", return_grad=True, backend=backend)
     assert losses[0] == pytest.approx(math.log(2)) and np.isnan(losses[1])
-    assert losses[2] == np.inf and losses[3] == np.inf
+    assert losses[2] == np.inf and losses[3] == np.inf and np.isnan(losses[4])
+    np.testing.assert_array_equal(grad[0], [0, 0, 0])  # the label holds its share of the mass: nothing to move
+    np.testing.assert_array_equal(grad[3], [0, -1, 0])  # (p - onehot) / (1 + |x|), p = [1, 0, 0], label 1
+    assert np.isnan(grad[1]).all() and np.isnan(grad[4]).all()
+    expected_losses, expected_grad = loss_reference(x[5:].astype(np.float64), labels[5:])
+    np.testing.assert_allclose(losses[5:], expected_losses, rtol=1e-13)
+    np.testing.assert_allclose(grad[5:], expected_grad, rtol=1e-6, atol=1e-45)
+
+
+def test_backends_agree(rng):
+    x = (rng.standard_normal((20, 300)) * 50).astype(np.float32)
+    labels = rng.integers(0, 300, 20)
+    results = {b: stablemax_cross_entropy(x, labels, return_grad=True, backend=b) for b in softmaxlib.backends()}
+    for loss, grad in results.values():
+        np.testing.assert_allclose(loss, results["numba"][0], rtol=1e-14)
+        np.testing.assert_allclose(grad, results["numba"][1], rtol=4 * 2.0**-23, atol=1e-45)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
@@ -157,3 +182,22 @@ def test_diagnostics_bad_input(function):
         function(np.zeros((2, 0)))
     with pytest.raises(TypeError, match="real numbers"):
         function(np.zeros((2, 3), complex))
+
+
+def test_kernel_stays_within_rows(buffers, backend, rng):  # noqa: F811
+    """x and grad end at (or start right after) a PROT_NONE page: nothing outside the rows is touched."""
+    x_area, grad_area = buffers
+    kernel = _registry.loss_kernel("stablemax_cross_entropy", backend, np.float32)
+    for rows, n in [(1, 1), (3, 17), (2, 100), (1, 4097)]:
+        values = (rng.standard_normal((rows, n)) * 10).astype(np.float32)
+        labels = rng.integers(0, n, rows)
+        expected_losses, expected_grad = np.empty(rows), np.empty_like(values)
+        kernel(values, labels, -1, 0.5, expected_losses, expected_grad)
+        for where in ("start", "end"):
+            x = place(x_area, (rows, n), where)
+            grad = place(grad_area, (rows, n), where)
+            x[...] = values
+            losses = np.empty(rows)
+            kernel(x, labels, -1, 0.5, losses, grad)
+            np.testing.assert_array_equal(losses, expected_losses)
+            np.testing.assert_array_equal(grad, expected_grad)
