@@ -3,12 +3,11 @@ import math
 
 import numpy as np
 import pytest
-
-import softmaxlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from softmaxlib import diagnostics, stablemax
+import softmaxlib
+from softmaxlib import _registry, diagnostics, stablemax
 from softmaxlib.stablemax import stablemax_cross_entropy
 from test_guard_pages import buffers, place  # noqa: F401  (buffers is a fixture)
 
