@@ -1,5 +1,6 @@
 """pytest-benchmark suite: every registry operation x backend x size, the auto path (through the
-public API, out= preallocated), and the NumPy baseline.
+public API, out= preallocated), the StableMax cross-entropy with its gradient, and the NumPy
+baselines.
 
     pytest bench --benchmark-enable --benchmark-group-by=group     # time them
     pytest bench --benchmark-disable                               # one call each, checked
@@ -113,6 +114,24 @@ def test_auto_path(benchmark, inputs, name, backend, n):
     _, y = run_case(benchmark, lambda x, y: function(x, out=y, backend=backend), sets,
                     COLD_ROUNDS.get(backend, DEFAULT_COLD_ROUNDS))
     check_rows_sum_to_one(y, name == "log_softmax")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n", SIZE_PARAMS)
+def test_stablemax_cross_entropy(benchmark, inputs, backend, n):
+    """The StableMax cross-entropy kernel with its gradient (mean reduction), gradient preallocated."""
+    sets = inputs(n)
+    rows = sets[0][0].shape[0]
+    describe(benchmark, n, rows, "stablemax_cross_entropy", "grad", backend, 3, len(sets) > 1)
+    kernel = _registry.loss_kernel("stablemax_cross_entropy", backend, np.float32)
+    labels = np.zeros(rows, np.int64)
+    losses = np.empty(rows)
+    for _, y in sets:
+        y.fill(np.nan)
+    _, y = run_case(benchmark, lambda x, y: kernel(x, labels, -1, 1.0 / rows, losses, y), sets,
+                    COLD_ROUNDS.get(backend, DEFAULT_COLD_ROUNDS))
+    assert np.isfinite(losses).all() and np.isfinite(y).all()
+    assert np.all(y[:, 0] < 0) and np.all(y[:, 1:] >= 0)  # (p - onehot) / (1 + |x|): only the label's is negative
 
 
 @pytest.mark.parametrize("name", list(bench.NUMPY_BASELINES))
