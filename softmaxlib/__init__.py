@@ -52,6 +52,6 @@ def show_runtime():
         print(f"CPU features: {' '.join(found) or 'none of interest'}")
     forced = f" (forced by {_dispatch.ENV_VAR})" if _dispatch.FORCED_BACKEND else ""
     print(f"backends usable: {', '.join(USABLE_BACKENDS)}; default: {DEFAULT_BACKEND}{forced}")
-    for name, operation in {**_registry.OPERATIONS, **_registry.PAIR_REDUCTIONS}.items():
-        family = getattr(operation, "family", "two_pass")
+    for name, operation in {**_registry.OPERATIONS, **_registry.PAIR_REDUCTIONS, **_registry.LOSSES}.items():
+        family = getattr(operation, "family", "stablemax" if name in _registry.LOSSES else "two_pass")
         print(f"  {family}.{name}: {DEFAULT_BACKEND} (float32), numba (float64)")
