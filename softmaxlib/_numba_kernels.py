@@ -548,3 +548,83 @@ def stablemax_cross_entropy(x, labels, ignore_index, grad_scale, losses, grad):
     want_grad = grad is not None
     stablemax_cross_entropy_rows(x, labels, ignore_index, losses, grad if want_grad else np.empty((0, 0), x.dtype),
                                  grad_scale, want_grad)
+
+
+# ------------------------------------------------------------------ 8-bit block-wise quantization
+
+QUANT_FLAG = np.int32(0x100)  # softmaxlib/_codebooks.py MULTIPLE_MIDPOINTS
+
+
+@njit(cache=True)
+def code_by_search(y, midpoints):
+    """The code of y by binary search: the number of midpoints (rounded down) below y."""
+    low, high = 0, 255
+    while low < high:  # invariant: the code lies in [low, high]
+        middle = (low + high) // 2
+        if y > midpoints[middle]:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+@njit(cache=True, error_model="numpy")
+def block_absmax(x, start, stop):
+    """max |x| over x[start:stop]: NaN if any is NaN, else inf if any is infinite."""
+    lanes = np.zeros(LANES, f32)
+    whole = start + (stop - start) // LANES * LANES
+    for i in range(start, whole, LANES):
+        for lane in range(LANES):
+            a = abs(x[i + lane])
+            lanes[lane] = a if not a <= lanes[lane] else lanes[lane]  # NaN wins
+    m = ZERO
+    for a in lanes:
+        m = a if not a <= m else m
+    for i in range(whole, stop):
+        a = abs(x[i])
+        m = a if not a <= m else m
+    return m
+
+
+@njit(cache=True)
+def codes_of_scaled(y, table, midpoints, single_compare, zero_code, q):
+    """q = the code of each scaled value y (the number of midpoints below it; NaN: the zero
+    code), by the table's candidate and one comparison, or by binary search when the codebook
+    has crowded buckets (softmaxlib/_codebooks.py)."""
+    if single_compare:
+        bits = y.view(np.int32)
+        for i in range(y.size):
+            candidate = table[(bits[i] >> np.int32(16)) & np.int32(0xFFFF)]
+            q[i] = candidate + (y[i] > midpoints[candidate])
+    else:
+        for i in range(y.size):
+            q[i] = code_by_search(y[i], midpoints) if y[i] == y[i] else zero_code
+
+
+@njit(cache=True, error_model="numpy")
+def quantize_blockwise_f32(x, blocksize, table, midpoints, single_compare, zero_code, q, absmax):
+    """q = the code nearest x * (1/absmax) per block (ties to the lower code), absmax per block,
+    as csrc/quant_kernels.h. An all-zero block (or a NaN absmax) scales by 0; a NaN y (an inf
+    or NaN x with nonfinite="propagate") gets the zero code."""
+    y = np.empty(blocksize, f32)
+    for b in range(absmax.size):
+        start = b * blocksize
+        stop = min(start + blocksize, x.size)
+        m = block_absmax(x, start, stop)
+        absmax[b] = m
+        inverse = ONE / m if m > ZERO else ZERO
+        k = stop - start
+        for i in range(k):
+            y[i] = x[start + i] * inverse
+        codes_of_scaled(y[:k], table, midpoints, single_compare, zero_code, q[start:stop])
+
+
+@njit(cache=True)
+def dequantize_blockwise_f32(q, code, absmax, blocksize, out):
+    """out = code[q] * absmax of q's block, in float32."""
+    for b in range(absmax.size):
+        start = b * blocksize
+        stop = min(start + blocksize, q.size)
+        scale = absmax[b]
+        for i in range(start, stop):
+            out[i] = code[q[i]] * scale

@@ -136,6 +136,38 @@ LOSSES = {
                                              nk.stablemax_cross_entropy),
 }
 
+@dataclass(frozen=True)
+class QuantOperation:
+    """Block-wise quantize or dequantize over flat arrays (softmaxlib/quant.py):
+    codes_of_scaled: f(y float32, SearchTables, q uint8);
+    quantize_blockwise: f(x float32, blocksize, SearchTables, q uint8, absmax float32);
+    dequantize_blockwise: f(q uint8, absmax float32, blocksize, code float32, out float32)."""
+
+    name: str
+    c_symbol: str
+    numba: Callable
+
+
+def _numba_quantize(x, blocksize, tables, q, absmax):
+    nk.quantize_blockwise_f32(x, blocksize, tables.table, tables.midpoints, tables.single_compare,
+                              np.uint8(tables.zero_code), q, absmax)
+
+
+def _numba_dequantize(q, absmax, blocksize, code, out):
+    nk.dequantize_blockwise_f32(q, code, absmax, blocksize, out)
+
+
+def _numba_codes_of_scaled(y, tables, q):
+    nk.codes_of_scaled(y, tables.table, tables.midpoints, tables.single_compare, np.uint8(tables.zero_code), q)
+
+
+QUANT_OPERATIONS = {
+    # the code search alone, on values already scaled by 1/absmax (exported for the exhaustive test)
+    "codes_of_scaled": QuantOperation("codes_of_scaled", "sml_u8_codes_of_scaled", _numba_codes_of_scaled),
+    "quantize_blockwise": QuantOperation("quantize_blockwise", "sml_u8_quantize_blockwise", _numba_quantize),
+    "dequantize_blockwise": QuantOperation("dequantize_blockwise", "sml_u8_dequantize_blockwise", _numba_dequantize),
+}
+
 BACKENDS = _dispatch.ALL_BACKENDS
 
 
@@ -218,3 +250,8 @@ def loss_kernel(loss, backend, dtype):
     if dtype == np.float64:
         return LOSSES[loss].numba
     return _FLOAT32_KERNELS[loss, backend]
+
+
+def quant_kernel(name, backend):
+    """The callable of a QuantOperation for a usable backend (float32 data on every backend)."""
+    return QUANT_OPERATIONS[name].numba
