@@ -159,6 +159,35 @@ SML_INLINE vf vf_log_split(vf v, vf *k) {
     return vf_sub(m, vf_set1(1.0f));
 }
 
+/* Integer lanes and byte codes, for the quantization kernels. */
+typedef __m256i vi;
+SML_INLINE vf vf_abs(vf v) { return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF))); }
+SML_INLINE int vf_any_nan(vf v) { return _mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0; }
+SML_INLINE vi vf_top16(vf v) { return _mm256_srli_epi32(_mm256_castps_si256(v), 16); }
+SML_INLINE vi vi_gather(const int32_t *base, vi index) { return _mm256_i32gather_epi32(base, index, 4); }
+SML_INLINE vf vf_gather(const float *base, vi index) { return _mm256_i32gather_ps(base, index, 4); }
+/* c + 1 where a > b (an ordered compare: NaN adds nothing); a true compare is -1. */
+SML_INLINE vi vi_increment_where_greater(vi c, vf a, vf b) {
+    return _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_GT_OQ)));
+}
+/* Lanes holding 0..255, as bytes: packed to 16 then 8 bits, the low 8 bytes stored. */
+SML_INLINE __m128i vi_bytes(vi v) {
+    const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    return _mm_packus_epi16(words, words);
+}
+SML_INLINE void vi_store_u8(uint8_t *p, vi v) { _mm_storel_epi64((__m128i *)p, vi_bytes(v)); }
+SML_INLINE void vi_store_u8_tail(uint8_t *p, int64_t k, vi v) {
+    uint8_t bytes[16];
+    _mm_storeu_si128((__m128i *)bytes, vi_bytes(v));
+    for (int64_t i = 0; i < k; i++) p[i] = bytes[i];
+}
+SML_INLINE vi vi_load_u8(const uint8_t *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
+SML_INLINE vi vi_load_u8_tail(const uint8_t *p, int64_t k) {
+    uint8_t bytes[16] = {0};
+    for (int64_t i = 0; i < k; i++) bytes[i] = p[i];
+    return vi_load_u8(bytes);
+}
+
 /* Values below FLT_MIN become +0 (NaN is kept). */
 SML_INLINE vf vf_flush_below_flt_min(vf v) {
     return _mm256_and_ps(_mm256_cmp_ps(v, vf_set1(SML_FLT_MIN), _CMP_NLT_UQ), v);

@@ -135,6 +135,25 @@ SML_INLINE vf vf_log_split(vf v, vf *k) {
     return vf_sub(m, vf_set1(1.0f));
 }
 
+/* Integer lanes and byte codes, for the quantization kernels. */
+typedef __m512i vi;
+SML_INLINE vf vf_abs(vf v) { return _mm512_abs_ps(v); }
+SML_INLINE int vf_any_nan(vf v) { return _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) != 0; }
+SML_INLINE vi vf_top16(vf v) { return _mm512_srli_epi32(_mm512_castps_si512(v), 16); }
+SML_INLINE vi vi_gather(const int32_t *base, vi index) { return _mm512_i32gather_epi32(index, base, 4); }
+SML_INLINE vf vf_gather(const float *base, vi index) { return _mm512_i32gather_ps(index, base, 4); }
+/* c + 1 where a > b (an ordered compare: NaN adds nothing). */
+SML_INLINE vi vi_increment_where_greater(vi c, vf a, vf b) {
+    return _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), c, _mm512_set1_epi32(1));
+}
+/* Lanes holding 0..255, as bytes. */
+SML_INLINE void vi_store_u8(uint8_t *p, vi v) { _mm512_mask_cvtepi32_storeu_epi8(p, (__mmask16)0xFFFF, v); }
+SML_INLINE void vi_store_u8_tail(uint8_t *p, int64_t k, vi v) { _mm512_mask_cvtepi32_storeu_epi8(p, tail_mask(k), v); }
+SML_INLINE vi vi_load_u8(const uint8_t *p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)); }
+SML_INLINE vi vi_load_u8_tail(const uint8_t *p, int64_t k) {
+    return _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(tail_mask(k), p));
+}
+
 /* Values below FLT_MIN become +0 (NaN is kept). */
 SML_INLINE vf vf_flush_below_flt_min(vf v) {
     const __mmask16 keep = _mm512_cmp_ps_mask(v, vf_set1(SML_FLT_MIN), _CMP_NLT_UQ);

@@ -14,7 +14,7 @@ from cffi import FFI
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 SOURCES = ["runtime.c", "three_pass_avx2.c", "three_pass_avx512.c", "two_pass_avx2.c", "two_pass_avx512.c",
-           "stablemax_avx2.c", "stablemax_avx512.c"]
+           "stablemax_avx2.c", "stablemax_avx512.c", "quant_avx2.c", "quant_avx512.c"]
 
 
 def _version():

@@ -142,11 +142,17 @@ class SearchTables:
         with np.errstate(invalid="ignore"):
             smallest = np.where(tops >> np.uint32(31) == 1, high_end, low_end)  # negatives grow with the bits
             largest = np.where(tops >> np.uint32(31) == 1, low_end, high_end)
-        nan_bucket = np.isnan(smallest) | np.isnan(largest)
+        # Buckets of the exponent field 0xFF hold +-inf (only their first) and NaNs. Arithmetic
+        # only makes quiet NaNs (never in the inf buckets), which take the zero code, as NaN > m
+        # is false; +-inf take the code of +-inf, 255 or 0.
+        infinite = np.isinf(low_end)
+        nan_bucket = np.isnan(low_end)
+        smallest = np.where(infinite, low_end, smallest)
+        largest = np.where(infinite, low_end, largest)
         self.zero_code = int(np.searchsorted(self.midpoints[:-1], f32(0.0), side="left"))
         first = np.searchsorted(self.midpoints[:-1], np.where(nan_bucket, 0, smallest), side="left")
         last = np.searchsorted(self.midpoints[:-1], np.where(nan_bucket, 0, largest), side="left")
-        first = np.where(nan_bucket, self.zero_code, first)  # NaN y: the zero code (NaN > m is false)
+        first = np.where(nan_bucket, self.zero_code, first)
         crowded = (last - first > 1) & ~nan_bucket
         self.table = (first | np.where(crowded, MULTIPLE_MIDPOINTS, 0)).astype(np.int32)
         self.single_compare = not crowded.any()

@@ -252,6 +252,36 @@ def loss_kernel(loss, backend, dtype):
     return _FLOAT32_KERNELS[loss, backend]
 
 
+def _c_quant_binding(name, c_function):
+    ffi = _dispatch.ffi
+
+    def tables_arguments(tables):
+        return (ffi.from_buffer("int32_t[]", tables.table), ffi.from_buffer("float[]", tables.midpoints),
+                int(tables.single_compare), tables.zero_code)
+
+    if name == "codes_of_scaled":
+        def run(y, tables, q):
+            c_function(y.size, ffi.from_buffer("float[]", y), *tables_arguments(tables),
+                       ffi.from_buffer("uint8_t[]", q, require_writable=True))
+    elif name == "quantize_blockwise":
+        def run(x, blocksize, tables, q, absmax):
+            c_function(x.size, ffi.from_buffer("float[]", x), blocksize, *tables_arguments(tables),
+                       ffi.from_buffer("uint8_t[]", q, require_writable=True),
+                       ffi.from_buffer("float[]", absmax, require_writable=True))
+    else:
+        def run(q, absmax, blocksize, code, out):
+            c_function(q.size, ffi.from_buffer("uint8_t[]", q), ffi.from_buffer("float[]", absmax), blocksize,
+                       ffi.from_buffer("float[]", code), ffi.from_buffer("float[]", out, require_writable=True))
+    return run
+
+
+_QUANT_KERNELS = {
+    (name, backend): spec.numba if backend == "numba" else _c_quant_binding(name, _c_function(spec.c_symbol, backend))
+    for name, spec in QUANT_OPERATIONS.items()
+    for backend in _dispatch.USABLE_BACKENDS
+}
+
+
 def quant_kernel(name, backend):
     """The callable of a QuantOperation for a usable backend (float32 data on every backend)."""
-    return QUANT_OPERATIONS[name].numba
+    return _QUANT_KERNELS[name, backend]

@@ -1,0 +1,99 @@
+/* 8-bit block-wise quantization, written once against the vector API of
+ * vec_<isa>.h and included by quant_<isa>.c (softmaxlib/quant.py has the
+ * semantics, softmaxlib/_codebooks.py builds the tables).
+ *
+ * quantize: per block, absmax = max |x| (NaN if the block has a NaN, else
+ * inf if it has an inf), y = x * (1/absmax) (0 for an all-zero block), and
+ * the code of y: the number of midpoints (rounded down to float32) below y.
+ * The table, indexed by y's top 16 bits, gives the code of the bucket's
+ * smallest value; one comparison with the next midpoint finishes it, exactly,
+ * for codebooks whose buckets hold at most one midpoint (single_compare).
+ * Other codebooks take a binary search per element.  A NaN y (from a NaN or
+ * inf with nonfinite="propagate") gets the zero code either way.
+ * dequantize: code[q] * absmax of q's block. */
+#include <math.h>
+
+SML_INLINE vi codes_of_vector(vf y, const int32_t *table, const float *midpoints) {
+    const vi candidate = vi_gather(table, vf_top16(y));
+    return vi_increment_where_greater(candidate, y, vf_gather(midpoints, candidate));
+}
+
+static uint8_t code_by_search(float y, const float *midpoints, uint8_t zero_code) {
+    if (y != y) return zero_code;
+    int low = 0, high = 255; /* the code lies in [low, high] */
+    while (low < high) {
+        const int middle = (low + high) / 2;
+        if (y > midpoints[middle]) low = middle + 1;
+        else high = middle;
+    }
+    return (uint8_t)low;
+}
+
+/* q[i] = the code of x[i] * scale, for i < n. */
+SML_INLINE void codes_of_scaled_block(const float *x, int64_t n, float scale, const int32_t *table,
+                                      const float *midpoints, int single_compare, uint8_t zero_code, uint8_t *q) {
+    if (!single_compare) {
+        for (int64_t i = 0; i < n; i++) q[i] = code_by_search(x[i] * scale, midpoints, zero_code);
+        return;
+    }
+    const vf vscale = vf_set1(scale);
+    int64_t i = 0;
+    for (; i + VF_LANES <= n; i += VF_LANES) vi_store_u8(q + i, codes_of_vector(vf_mul(vf_load(x + i), vscale), table, midpoints));
+    if (i < n) vi_store_u8_tail(q + i, n - i, codes_of_vector(vf_mul(vf_load_tail(x + i, n - i, 0.0f), vscale), table, midpoints));
+}
+
+/* max |x| over a block: vmaxps drops NaN, so the non-finite are detected by
+ * a sum of |x| * 0 (NaN for a NaN or an inf), and such blocks are resolved
+ * in scalar code. */
+static float block_absmax(const float *x, int64_t n) {
+    vf high = vf_zero(), poison = vf_zero();
+    int64_t i = 0;
+    for (; i + VF_LANES <= n; i += VF_LANES) {
+        const vf a = vf_abs(vf_load(x + i));
+        high = vf_max(a, high);
+        poison = vf_fma(a, vf_zero(), poison);
+    }
+    if (i < n) {
+        const vf a = vf_abs(vf_load_tail(x + i, n - i, 0.0f));
+        high = vf_max(a, high);
+        poison = vf_fma(a, vf_zero(), poison);
+    }
+    if (!vf_any_nan(poison)) return vf_reduce_max(high);
+    float m = 0.0f; /* a NaN or an inf: NaN wins, then inf */
+    for (int64_t k = 0; k < n; k++) {
+        const float a = fabsf(x[k]);
+        if (a != a) return NAN;
+        m = a > m ? a : m;
+    }
+    return m;
+}
+
+void SML_ISA_SUFFIX(sml_u8_codes_of_scaled)(int64_t n, const float *y, const int32_t *table, const float *midpoints,
+                                            int single_compare, uint8_t zero_code, uint8_t *q) {
+    codes_of_scaled_block(y, n, 1.0f, table, midpoints, single_compare, zero_code, q);
+}
+
+void SML_ISA_SUFFIX(sml_u8_quantize_blockwise)(int64_t n, const float *x, int64_t blocksize, const int32_t *table,
+                                               const float *midpoints, int single_compare, uint8_t zero_code,
+                                               uint8_t *q, float *absmax) {
+    for (int64_t start = 0, b = 0; start < n; start += blocksize, b++) {
+        const int64_t count = n - start < blocksize ? n - start : blocksize;
+        const float m = block_absmax(x + start, count);
+        absmax[b] = m;
+        codes_of_scaled_block(x + start, count, m > 0.0f ? 1.0f / m : 0.0f, table, midpoints, single_compare,
+                              zero_code, q + start);
+    }
+}
+
+void SML_ISA_SUFFIX(sml_u8_dequantize_blockwise)(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
+                                                 const float *code, float *out) {
+    for (int64_t start = 0, b = 0; start < n; start += blocksize, b++) {
+        const int64_t count = n - start < blocksize ? n - start : blocksize;
+        const vf scale = vf_set1(absmax[b]);
+        const uint8_t *block = q + start;
+        float *y = out + start;
+        int64_t i = 0;
+        for (; i + VF_LANES <= count; i += VF_LANES) vf_store(y + i, vf_mul(vf_gather(code, vi_load_u8(block + i)), scale));
+        if (i < count) vf_store_tail(y + i, count - i, vf_mul(vf_gather(code, vi_load_u8_tail(block + i, count - i)), scale));
+    }
+}
