@@ -15,6 +15,7 @@ from numba import njit
 import softmaxlib
 from softmaxlib import _codebooks, _registry, quant
 from softmaxlib.quant import QuantState, dequantize_blockwise, quantize_blockwise
+from test_guard_pages import buffers  # noqa: F401  (buffers is a fixture)
 
 REFERENCE_MAPS = pathlib.Path(__file__).parent / "data" / "bitsandbytes_0.50.2_maps.npz"
 BUILT_IN_MAPS = {
@@ -325,3 +326,25 @@ def test_tables_are_built_once_per_codebook_and_bounded():
     for thread in threads:
         thread.join()
     assert all(tables is results[0] for tables in results)
+
+
+@pytest.mark.parametrize("n, blocksize", [(1, 16), (17, 16), (100, 64), (4097, 4096), (1000, 16)])
+def test_kernels_stay_within_their_arrays(buffers, n, blocksize, backend, rng):  # noqa: F811
+    """x, q, absmax and the dequantized output end right before a PROT_NONE page."""
+    float_area, byte_area = buffers
+    values = (rng.standard_normal(n) * 5).astype(np.float32)
+    expected_q, expected_state = quantize_blockwise(values, blocksize=blocksize, backend="numba")
+    expected_y = dequantize_blockwise(expected_q, expected_state, backend="numba")
+    blocks = expected_state.absmax.size
+    tables = _codebooks.search_tables(expected_state.code)
+    x = float_area[-n:]
+    x[...] = values
+    q = byte_area.view(np.uint8)[-n:]
+    absmax = float_area[-n - blocks:-n]
+    _registry.quant_kernel("quantize_blockwise", backend)(x, blocksize, tables, q, absmax)
+    np.testing.assert_array_equal(q, expected_q)
+    np.testing.assert_array_equal(absmax, expected_state.absmax)
+    y = byte_area[-n:]
+    _registry.quant_kernel("dequantize_blockwise", backend)(q.copy(), absmax.copy(), blocksize, expected_state.code, y)
+    np.testing.assert_array_equal(y, expected_y)
+    _registry.quant_kernel("codes_of_scaled", backend)(x, tables, q)  # and the search alone
