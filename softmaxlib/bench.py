@@ -36,6 +36,7 @@ import re
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -421,6 +422,98 @@ def run(sizes=DEFAULT_SIZES, backends=None, operations=None, *, repeats=15, base
     return results
 
 
+# --- 8-bit block-wise quantization -------------------------------------------------------------
+
+QUANT_SIZES = (1 << 16, 1 << 20, 1 << 24)
+QUANT_BLOCKSIZES = (256, 2048, 4096)
+
+
+def numpy_quantize(x, midpoints, blocksize):
+    """The NumPy reference: absmax per block, then searchsorted over the codebook's midpoints
+    (rounded down, so that side="left" counts the midpoints below each value). n % blocksize == 0."""
+    blocks = x.reshape(-1, blocksize)
+    absmax = np.abs(blocks).max(axis=1)
+    scaled = blocks * (np.float32(1) / absmax)[:, None]
+    return np.searchsorted(midpoints, scaled, side="left").astype(np.uint8).reshape(-1), absmax
+
+
+def numpy_dequantize(q, code, absmax, blocksize):
+    """The NumPy reference: code[q] * absmax of each block."""
+    return (code[q].reshape(-1, blocksize) * absmax[:, None]).reshape(-1)
+
+
+@dataclass(frozen=True)
+class QuantResult:
+    """One timed quantize or dequantize case. g_elements_per_s = n / median time; roofline_fraction
+    (cold cases only): quantize reads 4 bytes and writes 1 per element, dequantize reads 1 and
+    writes 4, charged as roofline_ns is."""
+
+    operation: str
+    backend: str
+    n: int
+    blocksize: int
+    cache: str
+    ns_per_element: float
+    g_elements_per_s: float
+    speedup_vs_numpy: Optional[float]
+    roofline_fraction: Optional[float]
+
+
+def run_quant(sizes=QUANT_SIZES, blocksizes=QUANT_BLOCKSIZES, backends=None, *, repeats=15, bw=None, on_result=None):
+    """Times quantize_blockwise and dequantize_blockwise kernels (signed dynamic map) per backend,
+    size and block size, after the NumPy reference of each in the same process; returns [QuantResult]."""
+    from . import _codebooks
+    backends = list(_dispatch.USABLE_BACKENDS if backends is None else backends)
+    bw = bandwidth() if bw is None else bw
+    code = _codebooks.create_dynamic_map()
+    tables = _codebooks.search_tables(code)
+    results = []
+    for n in sizes:
+        count = buffer_count(5 * n)
+        xs = [np.random.default_rng(index).standard_normal(n).astype(np.float32) for index in range(count)]
+        cache = "hot" if count == 1 else "cold"
+        for blocksize in blocksizes:
+            blocks = -(-n // blocksize)
+            sets = [(x, np.empty(n, np.uint8), np.empty(blocks, np.float32), np.empty(n, np.float32)) for x in xs]
+            for x, q, absmax, _ in sets:
+                q[...], absmax[...] = numpy_quantize(x, tables.midpoints[:-1], blocksize)
+            reference = {
+                "quantize": time_callable(lambda x, q, a, y: numpy_quantize(x, tables.midpoints[:-1], blocksize), sets,
+                                          repeats=repeats).median_ns,
+                "dequantize": time_callable(lambda x, q, a, y: numpy_dequantize(q, code, a, blocksize), sets,
+                                            repeats=repeats).median_ns,
+            }
+            roofline = {"quantize": bw.t_read(4 * n) + bw.t_read_write(n),
+                        "dequantize": bw.t_read(n) + bw.t_read_write(4 * n)}
+            for backend in ["numpy", *backends]:
+                for operation in ("quantize", "dequantize"):
+                    if backend == "numpy":
+                        ns = reference[operation]
+                    else:
+                        kernel = _registry.quant_kernel(f"{operation}_blockwise", backend)
+                        call = (lambda x, q, a, y: kernel(x, blocksize, tables, q, a)) if operation == "quantize" \
+                            else (lambda x, q, a, y: kernel(q, a, blocksize, code, y))
+                        ns = time_callable(call, sets, repeats=repeats).median_ns
+                    result = QuantResult(operation, backend, n, blocksize, cache, ns / n, n / ns,
+                                         reference[operation] / ns, roofline[operation] / ns if cache == "cold" else None)
+                    results.append(result)
+                    if on_result is not None:
+                        on_result(result)
+            del sets
+    return results
+
+
+QUANT_HEADER = f"{'operation':<22} {'backend':<7} {'n':>6} {'block':>5} {'cache':<5} {'ns/elem':>9} {'G el/s':>7} " \
+               f"{'x NumPy':>7} {'roofline':>8}"
+
+
+def format_quant_row(result):
+    roofline = "-" if result.roofline_fraction is None else f"{result.roofline_fraction:.2f}"
+    return (f"{result.operation:<22} {result.backend:<7} {_format_size(result.n):>6} {result.blocksize:>5} "
+            f"{result.cache:<5} {result.ns_per_element:>9.3f} {result.g_elements_per_s:>7.2f} "
+            f"{result.speedup_vs_numpy:>7.2f} {roofline:>8}")
+
+
 # --- command line -------------------------------------------------------------------------------
 
 def parse_size(text):
@@ -445,6 +538,10 @@ def parse_size(text):
     if not 1 <= value <= MAX_SIZE:
         raise ValueError(f"size {text!r} is out of range: 1 <= n <= 2^30")
     return value
+
+
+def _quant_size_list(text):
+    return [] if text.strip() == "none" else _size_list(text)
 
 
 def _size_list(text):
@@ -496,11 +593,17 @@ def main(argv=None):
                         help=f"comma-separated backends (default: usable: {','.join(_dispatch.USABLE_BACKENDS)})")
     parser.add_argument("--operations", type=_name_list, default=list(MAIN_OPERATIONS),
                         help=f"comma-separated registry operations or 'all' (default: {','.join(MAIN_OPERATIONS)})")
+    parser.add_argument("--quant-sizes", type=_quant_size_list, default=[1 << 20, 1 << 24],
+                        help="element counts of the quantization cases, e.g. 2^16,2^24 (default 2^20,2^24; "
+                             "'none' skips them)")
+    parser.add_argument("--quant-blocksize", type=int, default=4096, help="block size of the quantization cases")
     parser.add_argument("--repeats", type=int, default=15,
                         help="timed samples per case (fewer for slow cases; default 15)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, not {args.repeats}")
+    if not 16 <= args.quant_blocksize <= 1 << 24:
+        parser.error(f"--quant-blocksize must be from 16 to 16777216, not {args.quant_blocksize}")
     if args.operations == ["all"]:
         args.operations = list(_registry.OPERATIONS)
     unknown = [name for name in args.operations if name not in _registry.OPERATIONS]
@@ -523,8 +626,14 @@ def main(argv=None):
     run(args.sizes, args.backends, args.operations, repeats=args.repeats, bw=bw,
         on_result=lambda result: print(_format_row(result), flush=True))
     print(f"ns/elem: median over repeats; x NumPy: NumPy time / kernel time; GB/s: 8n/t; "
-          f"roofline: roofline time / time, cold (out-of-cache) cases only. "
-          f"{time.perf_counter() - started:.1f} s")
+          f"roofline: roofline time / time, cold (out-of-cache) cases only.")
+    if args.quant_sizes:
+        print(f"\n8-bit block-wise quantization (signed dynamic map), n elements in blocks of {args.quant_blocksize}:")
+        print(QUANT_HEADER)
+        run_quant(args.quant_sizes, (args.quant_blocksize,), args.backends, repeats=args.repeats, bw=bw,
+                  on_result=lambda result: print(format_quant_row(result), flush=True))
+        print("x NumPy: the NumPy reference (absmax, then searchsorted over the midpoints) / kernel time.")
+    print(f"{time.perf_counter() - started:.1f} s")
     return 0
 
 
