@@ -12,10 +12,11 @@
  * inf with nonfinite="propagate") gets the zero code either way.
  * dequantize: code[q] * absmax of q's block. */
 #include <math.h>
+#include <string.h>
 
-SML_INLINE vi codes_of_vector(vf y, const int32_t *table, const float *midpoints) {
+SML_INLINE vi codes_of_vector(vf y, const int32_t *table, const vf_table256 *midpoints) {
     const vi candidate = vi_gather(table, vf_top16(y));
-    return vi_increment_where_greater(candidate, y, vf_gather(midpoints, candidate));
+    return vi_increment_where_greater(candidate, y, vf_table256_lookup(midpoints, candidate));
 }
 
 static uint8_t code_by_search(float y, const float *midpoints, uint8_t zero_code) {
@@ -29,6 +30,19 @@ static uint8_t code_by_search(float y, const float *midpoints, uint8_t zero_code
     return (uint8_t)low;
 }
 
+/* The codes of one vector of scaled values by scalar lookups (for ISAs whose
+ * gathers are slower than that, see VF_FAST_GATHER in vec_<isa>.h). */
+SML_INLINE void codes_by_scalar_lookups(vf y, const int32_t *table, const float *midpoints, uint8_t *q) {
+    float values[VF_LANES];
+    vf_store(values, y);
+    for (int k = 0; k < VF_LANES; k++) {
+        uint32_t bits;
+        memcpy(&bits, &values[k], sizeof bits);
+        const int32_t candidate = table[bits >> 16];
+        q[k] = (uint8_t)(candidate + (values[k] > midpoints[candidate]));
+    }
+}
+
 /* q[i] = the code of x[i] * scale, for i < n. */
 SML_INLINE void codes_of_scaled_block(const float *x, int64_t n, float scale, const int32_t *table,
                                       const float *midpoints, int single_compare, uint8_t zero_code, uint8_t *q) {
@@ -37,9 +51,14 @@ SML_INLINE void codes_of_scaled_block(const float *x, int64_t n, float scale, co
         return;
     }
     const vf vscale = vf_set1(scale);
+    const vf_table256 midpoint_table = vf_table256_load(midpoints);
     int64_t i = 0;
-    for (; i + VF_LANES <= n; i += VF_LANES) vi_store_u8(q + i, codes_of_vector(vf_mul(vf_load(x + i), vscale), table, midpoints));
-    if (i < n) vi_store_u8_tail(q + i, n - i, codes_of_vector(vf_mul(vf_load_tail(x + i, n - i, 0.0f), vscale), table, midpoints));
+    for (; i + VF_LANES <= n; i += VF_LANES) {
+        const vf y = vf_mul(vf_load(x + i), vscale);
+        if (VF_FAST_GATHER) vi_store_u8(q + i, codes_of_vector(y, table, &midpoint_table));
+        else codes_by_scalar_lookups(y, table, midpoints, q + i);
+    }
+    if (i < n) vi_store_u8_tail(q + i, n - i, codes_of_vector(vf_mul(vf_load_tail(x + i, n - i, 0.0f), vscale), table, &midpoint_table));
 }
 
 /* max |x| over a block: vmaxps drops NaN, so the non-finite are detected by
@@ -87,13 +106,16 @@ void SML_ISA_SUFFIX(sml_u8_quantize_blockwise)(int64_t n, const float *x, int64_
 
 void SML_ISA_SUFFIX(sml_u8_dequantize_blockwise)(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
                                                  const float *code, float *out) {
+    const vf_table256 table = vf_table256_load(code);
     for (int64_t start = 0, b = 0; start < n; start += blocksize, b++) {
         const int64_t count = n - start < blocksize ? n - start : blocksize;
         const vf scale = vf_set1(absmax[b]);
         const uint8_t *block = q + start;
         float *y = out + start;
         int64_t i = 0;
-        for (; i + VF_LANES <= count; i += VF_LANES) vf_store(y + i, vf_mul(vf_gather(code, vi_load_u8(block + i)), scale));
-        if (i < count) vf_store_tail(y + i, count - i, vf_mul(vf_gather(code, vi_load_u8_tail(block + i, count - i)), scale));
+        for (; i + VF_LANES <= count; i += VF_LANES)
+            vf_store(y + i, vf_mul(vf_table256_lookup(&table, vi_load_u8(block + i)), scale));
+        if (i < count)
+            vf_store_tail(y + i, count - i, vf_mul(vf_table256_lookup(&table, vi_load_u8_tail(block + i, count - i)), scale));
     }
 }

@@ -137,6 +137,11 @@ SML_INLINE vf vf_log_split(vf v, vf *k) {
 
 /* Integer lanes and byte codes, for the quantization kernels. */
 typedef __m512i vi;
+/* Whether a table lookup per lane is best done by a gather: on Zen 5, the code
+ * search with two 16-lane gathers matched 16 scalar lookups (1.39 G codes/s
+ * at n = 2^22); with the midpoint taken by vf_table256_lookup instead of the
+ * second gather it reaches 2.0-2.25. */
+#define VF_FAST_GATHER 1
 SML_INLINE vf vf_abs(vf v) { return _mm512_abs_ps(v); }
 SML_INLINE int vf_any_nan(vf v) { return _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) != 0; }
 SML_INLINE vi vf_top16(vf v) { return _mm512_srli_epi32(_mm512_castps_si512(v), 16); }
@@ -152,6 +157,25 @@ SML_INLINE void vi_store_u8_tail(uint8_t *p, int64_t k, vi v) { _mm512_mask_cvte
 SML_INLINE vi vi_load_u8(const uint8_t *p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)); }
 SML_INLINE vi vi_load_u8_tail(const uint8_t *p, int64_t k) {
     return _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(tail_mask(k), p));
+}
+
+/* A 256-entry float table held in 16 registers, looked up by index lanes
+ * 0..255 without a gather: vpermt2ps picks from 32 entries by the index's low
+ * 5 bits, and its bits 5, 6 and 7 choose among the 8 results. */
+typedef struct { vf part[16]; } vf_table256;
+SML_INLINE vf_table256 vf_table256_load(const float *table) {
+    vf_table256 t;
+    for (int k = 0; k < 16; k++) t.part[k] = _mm512_loadu_ps(table + 16 * k);
+    return t;
+}
+SML_INLINE vf vf_table256_lookup(const vf_table256 *t, vi index) {
+    vf pick[8];
+    for (int k = 0; k < 8; k++) pick[k] = _mm512_permutex2var_ps(t->part[2 * k], index, t->part[2 * k + 1]);
+    for (int bit = 5, width = 8; bit < 8; bit++, width /= 2) {
+        const __mmask16 set = _mm512_test_epi32_mask(index, _mm512_set1_epi32(1 << bit));
+        for (int k = 0; k < width / 2; k++) pick[k] = _mm512_mask_blend_ps(set, pick[2 * k], pick[2 * k + 1]);
+    }
+    return pick[0];
 }
 
 /* Values below FLT_MIN become +0 (NaN is kept). */
