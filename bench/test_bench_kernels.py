@@ -149,3 +149,29 @@ def test_numpy_baseline(benchmark, inputs, name, n):
         result = benchmark.pedantic(function, setup=lambda: (next(rotation), {}),
                                     rounds=DEFAULT_COLD_ROUNDS, warmup_rounds=1)
     check_rows_sum_to_one(result, bench.is_log(name))
+
+
+@pytest.mark.parametrize("operation", ["quantize", "dequantize"])
+@pytest.mark.parametrize("blocksize", [256, 4096])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n", [pytest.param(1 << 16, id="2^16"), pytest.param(1 << 24, id="2^24",
+                                                                               marks=pytest.mark.slow)])
+def test_quantization(benchmark, operation, blocksize, backend, n):
+    """8-bit block-wise quantize / dequantize kernels (signed dynamic map), outputs preallocated;
+    the codes are checked against the NumPy reference."""
+    from softmaxlib import _codebooks
+    code = _codebooks.create_dynamic_map()
+    tables = _codebooks.search_tables(code)
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    expected_q, expected_absmax = bench.numpy_quantize(x, tables.midpoints[:-1], blocksize)
+    q, absmax, y = np.empty(n, np.uint8), np.empty(n // blocksize, np.float32), np.empty(n, np.float32)
+    benchmark.group = f"quant n={n}"
+    benchmark.extra_info.update(n=n, blocksize=blocksize, operation=operation, isa=backend)
+    if operation == "quantize":
+        benchmark(_registry.quant_kernel("quantize_blockwise", backend), x, blocksize, tables, q, absmax)
+        np.testing.assert_array_equal(q, expected_q)
+        np.testing.assert_array_equal(absmax, expected_absmax)
+    else:
+        benchmark(_registry.quant_kernel("dequantize_blockwise", backend), expected_q, expected_absmax, blocksize,
+                  code, y)
+        np.testing.assert_array_equal(y, bench.numpy_dequantize(expected_q, code, expected_absmax, blocksize))
