@@ -4,13 +4,13 @@ softmax, log_softmax and logsumexp here are the auto path: per backend and row l
 run the fastest algorithm that meets the accuracy bounds (softmaxlib/_auto.py,
 docs/algorithms.md). three_pass and two_pass give each algorithm by name.
 """
-from . import _auto, diagnostics, stablemax, three_pass, two_pass
+from . import _auto, diagnostics, quant, stablemax, three_pass, two_pass
 from ._api import apply_rows
 from ._dispatch import DEFAULT_BACKEND, USABLE_BACKENDS
 from ._version import __version__
 from .two_pass import logsumexp
 
-__all__ = ["__version__", "backends", "diagnostics", "log_softmax", "logsumexp", "show_runtime", "softmax", "stablemax",
+__all__ = ["__version__", "backends", "diagnostics", "log_softmax", "logsumexp", "quant", "show_runtime", "softmax", "stablemax",
            "three_pass", "two_pass"]
 
 
