@@ -184,9 +184,10 @@ def test_codes_are_the_nearest(x, blocksize):
         q, state = quantize_blockwise(x, blocksize=blocksize, backend=backend)
         for b in range(state.absmax.size):
             block = x[b * blocksize:(b + 1) * blocksize]
-            inverse = np.float32(1) / state.absmax[b] if state.absmax[b] > 0 else np.float32(0)
-            with np.errstate(over="ignore", invalid="ignore"):
-                y = (block * inverse).astype(np.float64)  # 1 / a subnormal absmax overflows: +-inf, or NaN for 0
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                # 1 / a subnormal absmax overflows: y is +-inf, or NaN for 0
+                inverse = np.float32(1) / state.absmax[b] if state.absmax[b] > 0 else np.float32(0)
+                y = (block * inverse).astype(np.float64)
             distance = np.abs(np.nan_to_num(y, posinf=2, neginf=-2)[:, None] - code[None, :].astype(np.float64))
             nearest = np.where(np.isnan(y), 127, np.argmin(distance, axis=1))  # NaN y: the zero code
             np.testing.assert_array_equal(q[b * blocksize:(b + 1) * blocksize], nearest)
