@@ -5,18 +5,19 @@
  * quantize: per block, absmax = max |x| (NaN if the block has a NaN, else
  * inf if it has an inf), y = x * (1/absmax) (0 for an all-zero block), and
  * the code of y: the number of midpoints (rounded down to float32) below y.
- * The table, indexed by y's top 16 bits, gives the code of the bucket's
- * smallest value; one comparison with the next midpoint finishes it, exactly,
- * for codebooks whose buckets hold at most one midpoint (single_compare).
+ * The table, indexed by y's top 16 bits (a bucket), gives the code of the
+ * bucket's smallest value and the key (low 16 bits, complemented if negative)
+ * of the one midpoint inside it: the code is the candidate plus key(y) >
+ * key(midpoint), exactly, for codebooks whose buckets hold at most one
+ * midpoint (single_compare; softmaxlib/_codebooks.py explains the keys).
  * Other codebooks take a binary search per element.  A NaN y (from a NaN or
  * inf with nonfinite="propagate") gets the zero code either way.
  * dequantize: code[q] * absmax of q's block. */
 #include <math.h>
 #include <string.h>
 
-SML_INLINE vi codes_of_vector(vf y, const int32_t *table, const vf_table256 *midpoints) {
-    const vi candidate = vi_gather(table, vf_top16(y));
-    return vi_increment_where_greater(candidate, y, vf_table256_lookup(midpoints, candidate));
+SML_INLINE vi codes_of_vector(vf y, const int32_t *table) {
+    return vi_code_from_entry(vi_gather(table, vf_top16(y)), vf_key16(y));
 }
 
 static uint8_t code_by_search(float y, const float *midpoints, uint8_t zero_code) {
@@ -32,14 +33,15 @@ static uint8_t code_by_search(float y, const float *midpoints, uint8_t zero_code
 
 /* The codes of one vector of scaled values by scalar lookups (for ISAs whose
  * gathers are slower than that, see VF_FAST_GATHER in vec_<isa>.h). */
-SML_INLINE void codes_by_scalar_lookups(vf y, const int32_t *table, const float *midpoints, uint8_t *q) {
+SML_INLINE void codes_by_scalar_lookups(vf y, const int32_t *table, uint8_t *q) {
     float values[VF_LANES];
     vf_store(values, y);
     for (int k = 0; k < VF_LANES; k++) {
         uint32_t bits;
         memcpy(&bits, &values[k], sizeof bits);
-        const int32_t candidate = table[bits >> 16];
-        q[k] = (uint8_t)(candidate + (values[k] > midpoints[candidate]));
+        const int32_t entry = table[bits >> 16];
+        const uint32_t key = (bits ^ (uint32_t)((int32_t)bits >> 31)) & 0xFFFF;
+        q[k] = (uint8_t)((entry & 0xFF) + (key > (uint32_t)((entry >> 8) & 0xFFFF)));
     }
 }
 
@@ -51,14 +53,13 @@ SML_INLINE void codes_of_scaled_block(const float *x, int64_t n, float scale, co
         return;
     }
     const vf vscale = vf_set1(scale);
-    const vf_table256 midpoint_table = vf_table256_load(midpoints);
     int64_t i = 0;
     for (; i + VF_LANES <= n; i += VF_LANES) {
         const vf y = vf_mul(vf_load(x + i), vscale);
-        if (VF_FAST_GATHER) vi_store_u8(q + i, codes_of_vector(y, table, &midpoint_table));
-        else codes_by_scalar_lookups(y, table, midpoints, q + i);
+        if (VF_FAST_GATHER) vi_store_u8(q + i, codes_of_vector(y, table));
+        else codes_by_scalar_lookups(y, table, q + i);
     }
-    if (i < n) vi_store_u8_tail(q + i, n - i, codes_of_vector(vf_mul(vf_load_tail(x + i, n - i, 0.0f), vscale), table, &midpoint_table));
+    if (i < n) vi_store_u8_tail(q + i, n - i, codes_of_vector(vf_mul(vf_load_tail(x + i, n - i, 0.0f), vscale), table));
 }
 
 /* max |x| over a block: vmaxps drops NaN, so the non-finite are detected by

@@ -8,11 +8,14 @@ reproduces that, rounding each FMA once with exact rational arithmetic.
 The search: the code of y is the number of midpoints m_j = (code_j + code_{j+1}) / 2 below y
 (nearest code, ties to the lower index). Comparing a float32 y with m_j exactly is comparing it
 with m_j rounded down to float32 (y > m_j <=> y > floor32(m_j)), so the midpoints are stored
-rounded down. A table indexed by the top 16 bits of y (sign, exponent, 7 mantissa bits) holds
-the code of the bucket's smallest value; when no bucket holds two midpoints (every built-in map,
-checked over every float32 in [-1, 1] by tests/test_quant.py) the code is that candidate plus
-one comparison with the next midpoint. Buckets that do hold several midpoints are flagged, and
-codebooks with any take a binary search instead.
+rounded down. A table indexed by the top 16 bits of y (sign, exponent, 7 mantissa bits), a
+"bucket", holds the code of the bucket's smallest value (bits 0-7) and, when a midpoint lies in
+the bucket, its low 16 bits as a key (bits 8-23): within a bucket, y > m <=> key(y) > key(m),
+key = the low 16 bits, complemented for negative numbers so that it grows with the value. A
+bucket without a midpoint has the key 0xFFFF, which no y exceeds. When no bucket holds two
+midpoints (every built-in map, checked over every float32 in [-1, 1] by tests/test_quant.py),
+the code is the candidate plus that one comparison, from one table lookup. Buckets that do hold
+several midpoints are flagged, and codebooks with any take a binary search instead.
 """
 import functools
 import threading
@@ -23,7 +26,8 @@ import numpy as np
 f32 = np.float32
 CODES = 256
 TABLE_SIZE = 1 << 16
-MULTIPLE_MIDPOINTS = 0x100  # flag in a search-table entry: the bucket holds several midpoints
+MULTIPLE_MIDPOINTS = 1 << 24  # flag in a search-table entry: the bucket holds several midpoints
+NO_MIDPOINT_KEY = 0xFFFF  # the key of a bucket without a midpoint: no y's key exceeds it
 
 
 def _fma_float32(a, b, c):
@@ -125,10 +129,10 @@ def check_code(code):
 
 
 class SearchTables:
-    """The tables of one codebook: midpoints (float32, rounded down, +inf after the last),
-    the 2^16-entry candidate table (int32, MULTIPLE_MIDPOINTS flags crowded buckets), whether
-    every bucket holds at most one midpoint (then the O(1) search is exact everywhere), and the
-    zero code (the code of y = 0)."""
+    """The tables of one codebook: midpoints (float32, rounded down, +inf after the last, for
+    the binary search), the 2^16-entry bucket table (int32: candidate | key << 8, and
+    MULTIPLE_MIDPOINTS on crowded buckets), whether every bucket holds at most one midpoint
+    (then the one-lookup search is exact everywhere), and the zero code (the code of y = 0)."""
 
     def __init__(self, code):
         exact_midpoints = (code[:-1].astype(np.float64) + code[1:].astype(np.float64)) / 2  # exact in float64
@@ -154,7 +158,13 @@ class SearchTables:
         last = np.searchsorted(self.midpoints[:-1], np.where(nan_bucket, 0, largest), side="left")
         first = np.where(nan_bucket, self.zero_code, first)
         crowded = (last - first > 1) & ~nan_bucket
-        self.table = (first | np.where(crowded, MULTIPLE_MIDPOINTS, 0)).astype(np.int32)
+        # the one midpoint inside a bucket (when last == first + 1) is midpoints[first]
+        inside = (last - first == 1) & ~nan_bucket
+        midpoint_bits = self.midpoints[np.minimum(first, CODES - 1)].view(np.uint32)
+        negative = (midpoint_bits >> np.uint32(31)).astype(bool)
+        key = np.where(negative, ~midpoint_bits, midpoint_bits) & np.uint32(0xFFFF)
+        key = np.where(inside, key, NO_MIDPOINT_KEY).astype(np.int64)
+        self.table = (first | (key << 8) | np.where(crowded, MULTIPLE_MIDPOINTS, 0)).astype(np.int32)
         self.single_compare = not crowded.any()
 
 

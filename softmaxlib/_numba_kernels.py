@@ -552,7 +552,6 @@ def stablemax_cross_entropy(x, labels, ignore_index, grad_scale, losses, grad):
 
 # ------------------------------------------------------------------ 8-bit block-wise quantization
 
-QUANT_FLAG = np.int32(0x100)  # softmaxlib/_codebooks.py MULTIPLE_MIDPOINTS
 
 
 @njit(cache=True)
@@ -589,13 +588,15 @@ def block_absmax(x, start, stop):
 @njit(cache=True)
 def codes_of_scaled(y, table, midpoints, single_compare, zero_code, q):
     """q = the code of each scaled value y (the number of midpoints below it; NaN: the zero
-    code), by the table's candidate and one comparison, or by binary search when the codebook
-    has crowded buckets (softmaxlib/_codebooks.py)."""
+    code), from its bucket's entry: the candidate plus whether y's key exceeds the bucket's
+    midpoint key (softmaxlib/_codebooks.py); or by binary search when the codebook has crowded
+    buckets."""
     if single_compare:
         bits = y.view(np.int32)
         for i in range(y.size):
-            candidate = table[(bits[i] >> np.int32(16)) & np.int32(0xFFFF)]
-            q[i] = candidate + (y[i] > midpoints[candidate])
+            entry = table[(bits[i] >> np.int32(16)) & np.int32(0xFFFF)]
+            key = (bits[i] ^ (bits[i] >> np.int32(31))) & np.int32(0xFFFF)  # complemented if negative
+            q[i] = (entry & np.int32(0xFF)) + (key > ((entry >> np.int32(8)) & np.int32(0xFFFF)))
     else:
         for i in range(y.size):
             q[i] = code_by_search(y[i], midpoints) if y[i] == y[i] else zero_code
