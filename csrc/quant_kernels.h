@@ -15,6 +15,7 @@
  * dequantize: code[q] * absmax of q's block. */
 #include <math.h>
 #include <string.h>
+#include "row_layout.h"
 
 SML_INLINE vi codes_of_vector(vf y, const int32_t *table) {
     return vi_code_from_entry(vi_gather(table, vf_top16(y)), vf_key16(y));
@@ -105,18 +106,36 @@ void SML_ISA_SUFFIX(sml_u8_quantize_blockwise)(int64_t n, const float *x, int64_
     }
 }
 
-void SML_ISA_SUFFIX(sml_u8_dequantize_blockwise)(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
-                                                 const float *code, float *out) {
+SML_INLINE vf dequantized_vector(const vf_table256 *table, vi codes, vf scale) {
+    return vf_mul(vf_table256_lookup(table, codes), scale);
+}
+
+/* stream = 1 writes out with non-temporal stores (aligned: each block starts
+ * with a masked head up to the first aligned address of its output), for
+ * outputs larger than the cache: they skip the read for ownership of every
+ * output line. */
+SML_INLINE void dequantize_blocks(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
+                                  const float *code, float *out, int stream) {
     const vf_table256 table = vf_table256_load(code);
     for (int64_t start = 0, b = 0; start < n; start += blocksize, b++) {
         const int64_t count = n - start < blocksize ? n - start : blocksize;
         const vf scale = vf_set1(absmax[b]);
         const uint8_t *block = q + start;
         float *y = out + start;
-        int64_t i = 0;
-        for (; i + VF_LANES <= count; i += VF_LANES)
-            vf_store(y + i, vf_mul(vf_table256_lookup(&table, vi_load_u8(block + i)), scale));
-        if (i < count)
-            vf_store_tail(y + i, count - i, vf_mul(vf_table256_lookup(&table, vi_load_u8_tail(block + i, count - i)), scale));
+        int64_t i = stream ? unaligned_head(y, count) : 0;
+        if (i > 0) vf_store_tail(y, i, dequantized_vector(&table, vi_load_u8_tail(block, i), scale));
+        for (; i + VF_LANES <= count; i += VF_LANES) {
+            const vf v = dequantized_vector(&table, vi_load_u8(block + i), scale);
+            if (stream) vf_store_stream(y + i, v);
+            else vf_store(y + i, v);
+        }
+        if (i < count) vf_store_tail(y + i, count - i, dequantized_vector(&table, vi_load_u8_tail(block + i, count - i), scale));
     }
+    if (stream) vf_stream_fence();
+}
+
+void SML_ISA_SUFFIX(sml_u8_dequantize_blockwise)(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
+                                                 const float *code, float *out, int stream) {
+    if (stream) dequantize_blocks(n, q, absmax, blocksize, code, out, 1);
+    else dequantize_blocks(n, q, absmax, blocksize, code, out, 0);
 }

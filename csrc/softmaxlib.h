@@ -95,18 +95,20 @@ void sml_f32_stablemax_cross_entropy__avx512(int64_t rows, int64_t n, const floa
  * codes_of_scaled: q[i] = the code of y[i] (already scaled by 1/absmax).
  * quantize_blockwise: absmax per block of blocksize (the last partial), and
  *   q[i] = the code of x[i] * (1/absmax of its block).
- * dequantize_blockwise: out[i] = code[q[i]] * absmax of its block. */
+ * dequantize_blockwise: out[i] = code[q[i]] * absmax of its block; stream = 1
+ *   writes out with non-temporal stores (softmaxlib picks them above half the
+ *   last-level cache). */
 void sml_u8_codes_of_scaled__avx2(int64_t n, const float *y, const int32_t *table, const float *midpoints,
                                   int single_compare, uint8_t zero_code, uint8_t *q);
 void sml_u8_quantize_blockwise__avx2(int64_t n, const float *x, int64_t blocksize, const int32_t *table,
                                      const float *midpoints, int single_compare, uint8_t zero_code, uint8_t *q,
                                      float *absmax);
 void sml_u8_dequantize_blockwise__avx2(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
-                                       const float *code, float *out);
+                                       const float *code, float *out, int stream);
 void sml_u8_codes_of_scaled__avx512(int64_t n, const float *y, const int32_t *table, const float *midpoints,
                                     int single_compare, uint8_t zero_code, uint8_t *q);
 void sml_u8_quantize_blockwise__avx512(int64_t n, const float *x, int64_t blocksize, const int32_t *table,
                                        const float *midpoints, int single_compare, uint8_t zero_code, uint8_t *q,
                                        float *absmax);
 void sml_u8_dequantize_blockwise__avx512(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
-                                         const float *code, float *out);
+                                         const float *code, float *out, int stream);

@@ -269,9 +269,12 @@ def _c_quant_binding(name, c_function):
                        ffi.from_buffer("uint8_t[]", q, require_writable=True),
                        ffi.from_buffer("float[]", absmax, require_writable=True))
     else:
+        stream_above = _dispatch.LAST_LEVEL_CACHE_BYTES // 2  # as the two-pass kernels
+
         def run(q, absmax, blocksize, code, out):
             c_function(q.size, ffi.from_buffer("uint8_t[]", q), ffi.from_buffer("float[]", absmax), blocksize,
-                       ffi.from_buffer("float[]", code), ffi.from_buffer("float[]", out, require_writable=True))
+                       ffi.from_buffer("float[]", code), ffi.from_buffer("float[]", out, require_writable=True),
+                       int(out.nbytes > stream_above))
     return run
 
 
