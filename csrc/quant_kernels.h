@@ -113,7 +113,8 @@ SML_INLINE vf dequantized_vector(const vf_table256 *table, vi codes, vf scale) {
 /* stream = 1 writes out with non-temporal stores (aligned: each block starts
  * with a masked head up to the first aligned address of its output), for
  * outputs larger than the cache: they skip the read for ownership of every
- * output line. */
+ * output line.  The caller's stream is a request, honoured where the ISA's
+ * VF_DEQUANTIZE_STREAMS says it pays. */
 SML_INLINE void dequantize_blocks(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
                                   const float *code, float *out, int stream) {
     const vf_table256 table = vf_table256_load(code);
@@ -136,6 +137,6 @@ SML_INLINE void dequantize_blocks(int64_t n, const uint8_t *q, const float *absm
 
 void SML_ISA_SUFFIX(sml_u8_dequantize_blockwise)(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
                                                  const float *code, float *out, int stream) {
-    if (stream) dequantize_blocks(n, q, absmax, blocksize, code, out, 1);
+    if (stream && VF_DEQUANTIZE_STREAMS) dequantize_blocks(n, q, absmax, blocksize, code, out, 1);
     else dequantize_blocks(n, q, absmax, blocksize, code, out, 0);
 }

@@ -200,6 +200,11 @@ SML_INLINE vi vi_load_u8_tail(const uint8_t *p, int64_t k) {
     return vi_load_u8(bytes);
 }
 
+/* Whether dequantize writes large outputs with non-temporal stores: on Zen 5
+ * they make AVX2's slower (2.25 against 3.54 G elements/s at n = 2^24,
+ * B = 256; equal at B = 4096), its vectors being assembled from scalar loads. */
+#define VF_DEQUANTIZE_STREAMS 0
+
 /* A 256-entry float table looked up by index lanes 0..255: AVX2's permute
  * reaches 8 entries only, so this is scalar lookups (faster than its gather,
  * see VF_FAST_GATHER). */
