@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 from numba import njit
 
 import softmaxlib
-from softmaxlib import _codebooks, _registry, quant
+from softmaxlib import _codebooks, _dispatch, _registry, quant
 from softmaxlib.quant import QuantState, dequantize_blockwise, quantize_blockwise
 from test_guard_pages import buffers  # noqa: F401  (buffers is a fixture)
 
@@ -349,3 +349,10 @@ def test_kernels_stay_within_their_arrays(buffers, n, blocksize, backend, rng): 
     _registry.quant_kernel("dequantize_blockwise", backend)(q.copy(), absmax.copy(), blocksize, expected_state.code, y)
     np.testing.assert_array_equal(y, expected_y)
     _registry.quant_kernel("codes_of_scaled", backend)(x, tables, q)  # and the search alone
+    if backend != "numba":  # the non-temporal path, which the binding takes only for large outputs
+        y[...] = 0
+        ffi = _dispatch.ffi
+        getattr(_dispatch.lib, f"sml_u8_dequantize_blockwise__{backend}")(
+            n, ffi.from_buffer("uint8_t[]", expected_q), ffi.from_buffer("float[]", expected_state.absmax), blocksize,
+            ffi.from_buffer("float[]", expected_state.code), ffi.from_buffer("float[]", y), 1)
+        np.testing.assert_array_equal(y, expected_y)
