@@ -1,4 +1,5 @@
-"""The `softmaxlib` command: `softmaxlib bench [options]` (also `python -m softmaxlib bench`)."""
+"""The `softmaxlib` command: `softmaxlib bench [options]` and `softmaxlib bench compare A.json B.json`
+(also `python -m softmaxlib bench ...`); softmaxlib/_bench_cli.py has the options."""
 import sys
 
 
@@ -7,9 +8,9 @@ def main(argv=None):
     if not argv or argv[0] != "bench":
         print("usage: softmaxlib bench [options]   (softmaxlib bench --help for the options)", file=sys.stderr)
         return 2
-    from . import bench
+    from . import _bench_cli
 
-    return bench.main(argv[1:])
+    return _bench_cli.main(argv[1:])
 
 
 if __name__ == "__main__":

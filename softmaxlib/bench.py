@@ -1,9 +1,7 @@
 """Benchmarks: the kernels of the registry against NumPy and a memory-bandwidth roofline.
 
-    softmaxlib bench                                 # the short default benchmark (< 1 minute)
-    softmaxlib bench --sizes 1e3,2^20 --backends avx512 --repeats 5
-
-The API, for scripts and notebooks:
+The command `softmaxlib bench` (softmaxlib/_bench_cli.py) is built on it. The API, for scripts
+and notebooks:
 
 - bandwidth(nbytes) measures the machine's memory bandwidth with the C probe streams
   (csrc/softmaxlib.h: sml_stream_read, sml_stream_read_write) and converts byte counts to
@@ -33,7 +31,6 @@ import argparse
 import gc
 import math
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -43,7 +40,6 @@ import numpy as np
 from . import _dispatch, _registry
 
 DEFAULT_SIZES = (1000, 100_000, 1 << 24)
-MAIN_OPERATIONS = ("softmax_reload", "softmax_recompute", "softmax_reload_exact", "softmax_two_pass", "stablemax")
 HOT_ELEMENTS = 1 << 16       # a batch of short rows: 256 KiB in + 256 KiB out, inside L2
 MIN_SAMPLE_NS = 1_000_000    # hot cases: enough calls per sample for ~1 ms
 MAX_CASE_SECONDS = 1.0       # timed-sample budget per case; slow cases get fewer repeats
@@ -540,10 +536,6 @@ def parse_size(text):
     return value
 
 
-def _quant_size_list(text):
-    return [] if text.strip() == "none" else _size_list(text)
-
-
 def _size_list(text):
     try:
         sizes = [parse_size(part) for part in text.split(",") if part.strip()]
@@ -567,75 +559,3 @@ def _format_size(n):
     return str(n)
 
 
-def _format_row(result):
-    speedup = "-" if result.speedup_vs_numpy is None else f"{result.speedup_vs_numpy:.2f}"
-    roofline = ("-" if result.roofline_fraction is None or result.cache == "hot"
-                else f"{result.roofline_fraction:.2f}")
-    name = f"numpy.{result.operation}" if result.is_baseline else result.operation
-    return (f"{name:<22} {result.backend:<7} {_format_size(result.n):>6} {result.rows:>5} "
-            f"{result.cache:<5} {result.ns_per_element:>9.3f} {speedup:>7} {result.gb_per_s:>7.1f} "
-            f"{roofline:>8}")
-
-
-HEADER = (f"{'operation':<22} {'backend':<7} {'n':>6} {'rows':>5} {'cache':<5} {'ns/elem':>9} "
-          f"{'x NumPy':>7} {'GB/s':>7} {'roofline':>8}")
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="softmaxlib bench",
-        description="Short benchmark of softmaxlib's kernels against NumPy and a bandwidth roofline.",
-        epilog="x NumPy: NumPy time / kernel time. GB/s: (bytes in + bytes out) / time = 8n/t. "
-               "roofline: roofline time / time, against main-memory bandwidth (cold cases only).")
-    parser.add_argument("--sizes", type=_size_list, default=list(DEFAULT_SIZES),
-                        help="comma-separated row lengths, e.g. 1e3,1e5,2^24 (default)")
-    parser.add_argument("--backends", type=_name_list, default=None,
-                        help=f"comma-separated backends (default: usable: {','.join(_dispatch.USABLE_BACKENDS)})")
-    parser.add_argument("--operations", type=_name_list, default=list(MAIN_OPERATIONS),
-                        help=f"comma-separated registry operations or 'all' (default: {','.join(MAIN_OPERATIONS)})")
-    parser.add_argument("--quant-sizes", type=_quant_size_list, default=[1 << 20, 1 << 24],
-                        help="element counts of the quantization cases, e.g. 2^16,2^24 (default 2^20,2^24; "
-                             "'none' skips them)")
-    parser.add_argument("--quant-blocksize", type=int, default=4096, help="block size of the quantization cases")
-    parser.add_argument("--repeats", type=int, default=15,
-                        help="timed samples per case (fewer for slow cases; default 15)")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, not {args.repeats}")
-    if not 16 <= args.quant_blocksize <= 1 << 24:
-        parser.error(f"--quant-blocksize must be from 16 to 16777216, not {args.quant_blocksize}")
-    if args.operations == ["all"]:
-        args.operations = list(_registry.OPERATIONS)
-    unknown = [name for name in args.operations if name not in _registry.OPERATIONS]
-    if unknown:
-        parser.error(f"unknown operation {unknown[0]!r}; the operations are {', '.join(_registry.OPERATIONS)}")
-    if args.backends is not None:
-        try:
-            for backend in args.backends:
-                _dispatch.check_backend(backend)
-        except ValueError as error:
-            parser.error(str(error))
-
-    started = time.perf_counter()
-    llc = llc_bytes()
-    bw = bandwidth(4 * llc)
-    print(f"bandwidth probe, {bw.nbytes >> 20} MiB buffer (last-level cache {llc >> 20} MiB), "
-          f"{bw.source}: read {bw.read_gb_s:.1f} GB/s, read+write {bw.read_write_gb_s:.1f} GB/s "
-          f"(bytes read + bytes written)")
-    print(HEADER)
-    run(args.sizes, args.backends, args.operations, repeats=args.repeats, bw=bw,
-        on_result=lambda result: print(_format_row(result), flush=True))
-    print(f"ns/elem: median over repeats; x NumPy: NumPy time / kernel time; GB/s: 8n/t; "
-          f"roofline: roofline time / time, cold (out-of-cache) cases only.")
-    if args.quant_sizes:
-        print(f"\n8-bit block-wise quantization (signed dynamic map), n elements in blocks of {args.quant_blocksize}:")
-        print(QUANT_HEADER)
-        run_quant(args.quant_sizes, (args.quant_blocksize,), args.backends, repeats=args.repeats, bw=bw,
-                  on_result=lambda result: print(format_quant_row(result), flush=True))
-        print("x NumPy: the NumPy reference (absmax, then searchsorted over the midpoints) / kernel time.")
-    print(f"{time.perf_counter() - started:.1f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,15 +15,6 @@ from softmaxlib import _dispatch, _registry, bench
 PACKAGE_PARENT = str(pathlib.Path(softmaxlib.__file__).resolve().parent.parent)
 
 
-def run_cli(*args):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
-    # From a neutral folder: `python -m` puts the working directory first on sys.path, and a
-    # source checkout there (without the built extension) would shadow the installed package.
-    return subprocess.run([sys.executable, "-m", "softmaxlib", "bench", *args], env=env,
-                          cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=120)
-
-
 def positive_finite(value):
     return math.isfinite(value) and value > 0
 
@@ -143,32 +134,3 @@ def test_parse_size(text, value):
 def test_parse_size_rejects(text):
     with pytest.raises(ValueError):
         bench.parse_size(text)
-
-
-def test_cli_runs_and_prints_the_table():
-    completed = run_cli("--sizes", "1000", "--repeats", "2")
-    assert completed.returncode == 0, completed.stderr
-    lines = completed.stdout.splitlines()
-    assert any(line.startswith("bandwidth probe") and "GB/s" in line for line in lines)
-    header = next(line for line in lines if line.startswith("operation"))
-    for column in ("ns/elem", "x NumPy", "GB/s", "roofline"):
-        assert column in header
-    rows = [line.split() for line in lines if line.split() and line.split()[0] in
-            {"numpy.softmax", "numpy.stablemax", *bench.MAIN_OPERATIONS}]
-    assert sorted((row[0], row[1]) for row in rows) == sorted(
-        [("numpy.softmax", "numpy"), ("numpy.stablemax", "numpy")] + [(op, b) for op in bench.MAIN_OPERATIONS for b in softmaxlib.backends()])
-    for row in rows:
-        assert row[2] == "1e3" and positive_finite(float(row[5]))
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--sizes", "1e3,abc"], "bad size 'abc'"),
-    (["--sizes", "0"], "out of range"),
-    (["--backends", "sse9"], "unknown softmaxlib backend"),
-    (["--operations", "softmax_sideways"], "unknown operation"),
-])
-def test_cli_rejects_bad_arguments(args, message):
-    completed = run_cli(*args)
-    assert completed.returncode == 2
-    assert message in completed.stderr
-    assert "Traceback" not in completed.stderr
