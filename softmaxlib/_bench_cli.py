@@ -261,12 +261,14 @@ def plot(results, info, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(11, 6.5))
+    figure, axes = plt.subplots(figsize=(14, 7))
     lines = {}
     for result in results:
         lines.setdefault((result.kernel, result.backend), []).append((result.n, result.gb_per_s))
     # one colour per kernel, one line style per backend
-    colours = {kernel: f"C{index % 10}" for index, kernel in enumerate(dict.fromkeys(k for k, _ in lines))}
+    palette = plt.get_cmap("tab20").colors
+    colours = {kernel: palette[(2 * index) % 20 + (2 * index) // 20 % 2]
+               for index, kernel in enumerate(dict.fromkeys(k for k, _ in lines))}
     styles = {"avx512": "-", "avx2": "--", "numba": ":"}
     for (kernel, backend), points in lines.items():
         points.sort()
@@ -281,7 +283,7 @@ def plot(results, info, path):
     axes.set_xlabel("row length n (elements)")
     axes.set_ylabel("effective GB/s = (bytes in + bytes out) / time")
     axes.set_title(f"softmaxlib {info['versions']['softmaxlib']} on {info['cpu']}, one thread")
-    axes.legend(fontsize=7, ncol=2)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=110, format="png")
