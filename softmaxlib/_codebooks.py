@@ -73,6 +73,13 @@ def create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8):
             raise ValueError(f"{name} must be a positive integer, not {value!r}")
     if total_bits > 8:
         raise ValueError(f"total_bits must be at most 8, not {total_bits}")
+    return _dynamic_map(bool(signed), int(max_exponent_bits), int(total_bits)).copy()
+
+
+# The maps take a few ms to build (exact rational FMAs), and quantize_blockwise uses the default
+# map on every call without a code: built once per argument set, handed out as copies.
+@functools.lru_cache(maxsize=64)
+def _dynamic_map(signed, max_exponent_bits, total_bits):
     non_sign_bits = total_bits - 1
     extra = 2 ** (non_sign_bits - max_exponent_bits) - 1
     data = []
@@ -104,6 +111,11 @@ def create_linear_map(signed=True, total_bits=8, add_zero=True):
     """
     if not isinstance(total_bits, (int, np.integer)) or isinstance(total_bits, bool) or not 1 <= total_bits <= 8:
         raise ValueError(f"total_bits must be an integer from 1 to 8, not {total_bits!r}")
+    return _linear_map(bool(signed), int(total_bits), bool(add_zero)).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _linear_map(signed, total_bits, add_zero):
     count = 2 ** total_bits
     if add_zero or total_bits < 8:
         count = 2 ** total_bits - 1 if signed else 2 ** total_bits
