@@ -114,7 +114,8 @@ SML_INLINE vf dequantized_vector(const vf_table256 *table, vi codes, vf scale) {
  * with a masked head up to the first aligned address of its output), for
  * outputs larger than the cache: they skip the read for ownership of every
  * output line.  The caller's stream is a request, honoured where the ISA's
- * VF_DEQUANTIZE_STREAMS says it pays. */
+ * VF_DEQUANTIZE_STREAMS says it pays and where out is float-aligned (a head
+ * cannot align a misaligned out). */
 SML_INLINE void dequantize_blocks(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
                                   const float *code, float *out, int stream) {
     const vf_table256 table = vf_table256_load(code);
@@ -137,6 +138,6 @@ SML_INLINE void dequantize_blocks(int64_t n, const uint8_t *q, const float *absm
 
 void SML_ISA_SUFFIX(sml_u8_dequantize_blockwise)(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
                                                  const float *code, float *out, int stream) {
-    if (stream && VF_DEQUANTIZE_STREAMS) dequantize_blocks(n, q, absmax, blocksize, code, out, 1);
+    if (stream && VF_DEQUANTIZE_STREAMS && float_aligned(out)) dequantize_blocks(n, q, absmax, blocksize, code, out, 1);
     else dequantize_blocks(n, q, absmax, blocksize, code, out, 0);
 }

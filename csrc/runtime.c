@@ -2,6 +2,7 @@
  * Compiled for baseline x86-64: it must run on any CPU to tell what it has. */
 #include <stdint.h>
 #include <cpuid.h>
+#include <xmmintrin.h>
 #include "softmaxlib.h"
 
 #ifndef SML_VERSION
@@ -40,6 +41,9 @@ int sml_cpu_features(void) {
     }
     return features;
 }
+
+uint32_t sml_get_mxcsr(void) { return _mm_getcsr(); }
+void sml_set_mxcsr(uint32_t value) { _mm_setcsr(value); }
 
 /* Eight independent XOR chains (the compiler vectorizes each), so the loop
  * issues loads as fast as the core can and measures memory, not latency. */

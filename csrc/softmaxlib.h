@@ -26,6 +26,13 @@ int sml_cpu_features(void);
 /* The package version the extension was compiled from (checked at import). */
 const char *sml_build_version(void);
 
+/* MXCSR, the SSE/AVX control and status register of the calling thread, for
+ * the tests: they run kernels under flush-to-zero (bit 15) and
+ * denormals-are-zero (bit 6), and read the sticky underflow (bit 4) and
+ * denormal-operand (bit 1) flags to find subnormal intermediates. */
+uint32_t sml_get_mxcsr(void);
+void sml_set_mxcsr(uint32_t value);
+
 /* Memory streams for the bandwidth probe (portable C, no ISA extension).
  * read: XOR of every 64-bit word, so the loads cannot be optimised away.
  * read_write: adds 1 to every 64-bit word in place. */

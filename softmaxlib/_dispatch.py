@@ -118,8 +118,25 @@ def _last_level_cache_bytes():
     return 32 << 20
 
 
-# Read once: the two-pass kernels stream their output (non-temporal stores) above half of it.
 LAST_LEVEL_CACHE_BYTES = _last_level_cache_bytes()
+
+STREAM_ENV_VAR = "SOFTMAXLIB_STREAM_ABOVE_BYTES"
+
+
+def _stream_above_bytes():
+    """Output size in bytes above which the kernels that can write with non-temporal stores do:
+    half the last-level cache. SOFTMAXLIB_STREAM_ABOVE_BYTES overrides it; it is meant for the
+    tests, which lower it to run the streaming paths on small arrays."""
+    value = os.environ.get(STREAM_ENV_VAR)
+    if not value:
+        return LAST_LEVEL_CACHE_BYTES // 2
+    try:
+        return max(0, int(value))
+    except ValueError:
+        raise ImportError(f"{STREAM_ENV_VAR}={value!r} is invalid: it must be a number of bytes") from None
+
+
+STREAM_ABOVE_BYTES = _stream_above_bytes()  # read once, at import
 
 
 def resolve(backend):

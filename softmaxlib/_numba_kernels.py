@@ -52,7 +52,7 @@ ZERO = f32(0.0)
 # fastmath={"contract"} lets LLVM fuse each a * b + c into one FMA where the
 # CPU has it, as the C kernels do; it allows nothing else (inf and NaN keep
 # their IEEE behaviour).
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, nogil=True, fastmath={"contract"})
 def exp_mantissa_block(t, p, n):
     """exp(t) = p * 2^n with n = round(t log2 e), as vf_exp_mantissa in C, for |t| < 2^22.
 
@@ -70,7 +70,7 @@ def exp_mantissa_block(t, p, n):
         n[i] = ni
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scale_pow2_block(p, d, out, bits):
     """out = p * 2^d for integral d <= 0, as vf_scale_pow2 on AVX2: 2^d built in the
     exponent field of `bits` (read back through a float32 view), d clamped at -127,
@@ -83,7 +83,7 @@ def scale_pow2_block(p, d, out, bits):
         out[i] = p[i] * two_to_d[i]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def exp_nonpositive_block(t, e, bits):
     """e[i] = exp(t[i]) for t <= 0 or NaN, as vf_exp_nonpositive in C.
 
@@ -99,12 +99,12 @@ def exp_nonpositive_block(t, e, bits):
         e[i] = ZERO if t[i] < EXP_CUTOFF else e[i]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def flush_below_flt_min(v):
     return ZERO if v < FLT_MIN else v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def row_max_ignoring_nan(row):
     """Max of the row, NaN ignored (-inf if none), as row_max in C: `v if v > m else m`
     is the vmaxps rule, and LANES independent lanes let LLVM vectorize it."""
@@ -122,7 +122,7 @@ def row_max_ignoring_nan(row):
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def infinite_row(row, out, log_output):
     """The limit for rows whose max is +inf, as infinite_row() in C."""
     infinities = 0
@@ -138,7 +138,7 @@ def infinite_row(row, out, log_output):
         out[i] = np.nan if nans else (at_inf if row[i] == np.inf else elsewhere)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sum_f64(values, k):
     """Sum of values[:k] in float64 over LANES independent chains, which LLVM
     vectorizes (a single chain would wait on every add's latency)."""
@@ -152,7 +152,7 @@ def sum_f64(values, k):
     return partial.sum()
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def shifted_exp_block(row, start, stop, m, shifted, e, bits):
     """shifted = row[start:stop] - m and e = exp(shifted), in the scratch buffers; returns their length."""
     k = stop - start
@@ -162,7 +162,7 @@ def shifted_exp_block(row, start, stop, m, shifted, e, bits):
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def three_pass_rows_f32(x, y, reload, log_output):
     shifted = np.empty(BLOCK, f32)
     e = np.empty(BLOCK, f32)
@@ -198,7 +198,7 @@ def three_pass_rows_f32(x, y, reload, log_output):
                     out[start + i] = flush_below_flt_min(e[i] * inverse_sum)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def three_pass_rows_f64(x, y, reload, log_output):
     for r in range(x.shape[0]):
         row, out = x[r], y[r]
@@ -225,7 +225,7 @@ def three_pass_rows_f64(x, y, reload, log_output):
                 out[i] = (out[i] if reload else math.exp(row[i] - m)) * inverse_sum
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, nogil=True, fastmath={"contract"})
 def reload_exact_rows_f32(x, y):
     """Softmax by three-pass reload with exp(x - max) = p * 2^(n - n_max), as
     reload_exact_row in csrc/three_pass_kernels.h: x - max is never rounded."""
@@ -258,12 +258,12 @@ def reload_exact_rows_f32(x, y):
             out[i] = flush_below_flt_min(out[i] * high + out[i] * low)  # one FMA, as in C
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def pairs_usable(mantissa, exponent):
     return np.isfinite(mantissa) and mantissa > 0.0 and abs(exponent) < EXPONENT_LIMIT
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sum_exp_pair_exact(row):
     """(mantissa, exponent) of sum exp(row) in float64, as sum_exp_pair_exact in C."""
     top = -np.inf
@@ -283,7 +283,7 @@ def sum_exp_pair_exact(row):
     return total * 2.0 ** (scaled - exponent), exponent
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def clamped_exp_mantissa_block(row, start, k, clamped, p, n):
     """exp(max(x, -X_CLAMP)) = p * 2^n for x = row[start:start + k] (NaN stays NaN)."""
     for i in range(k):
@@ -292,7 +292,7 @@ def clamped_exp_mantissa_block(row, start, k, clamped, p, n):
     exp_mantissa_block(clamped[:k], p[:k], n[:k])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sum_exp_pair_vector(row, clamped, p, n, scaled, bits):
     """Pass 1 of two-pass, as sum_exp_pair_vector in C but by blocks of BLOCK:
     each block's exps as (p, n) pairs, scaled to the block's largest exponent
@@ -314,7 +314,7 @@ def sum_exp_pair_vector(row, clamped, p, n, scaled, bits):
     return mantissa, exponent
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sum_exp_pair_rows_f32(x, mantissa, exponent):
     clamped, p, n, scaled = np.empty(BLOCK, f32), np.empty(BLOCK, f32), np.empty(BLOCK, f32), np.empty(BLOCK, f32)
     bits = np.empty(BLOCK, np.int32)
@@ -329,7 +329,7 @@ def sum_exp_pair_rows_f32(x, mantissa, exponent):
         mantissa[r], exponent[r] = m, e
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sum_exp_pair_rows_f64(x, mantissa, exponent):
     for r in range(x.shape[0]):
         if x.shape[1] == 0:
@@ -338,7 +338,7 @@ def sum_exp_pair_rows_f64(x, mantissa, exponent):
             mantissa[r], exponent[r] = sum_exp_pair_exact(x[r])
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, nogil=True, fastmath={"contract"})
 def two_pass_rows_f32(x, y, log_output):
     """Two-pass softmax or log-softmax, as in csrc/two_pass_kernels.h; rows the pairs
     cannot represent take the three-pass reload twin, as the C kernels do."""
@@ -375,7 +375,7 @@ def two_pass_rows_f32(x, y, log_output):
                 out[start + i] = flush_below_flt_min(scaled[i])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def stable_s_block(row, start, k, s):
     """s[:k] = StableMax's s of row[start:start + k] in float32: x + 1 for x >= 0, 1 / (1 - x)
     below (NaN stays NaN). Branch-free, so that LLVM vectorizes it."""
@@ -385,7 +385,7 @@ def stable_s_block(row, start, k, s):
         s[i] = below if v < ZERO else v + ONE
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, nogil=True, fastmath={"contract"})
 def log_positive_block(v, out, saved):
     """out = log v for float32 v >= FLT_MIN, as log_positive in csrc/stablemax_kernels.h (inf and
     NaN are their own log): k and m = 1 + f from v's bits, m in [sqrt(1/2), sqrt(2)). v is
@@ -410,7 +410,7 @@ def log_positive_block(v, out, saved):
         out[i] = log_v if saved[i] < np.inf else saved[i]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def stable_row_exact(row, out, log_output):
     """StableMax of a row in float64, rounded once, as stable_row_exact in C."""
     total = 0.0
@@ -428,7 +428,7 @@ def stable_row_exact(row, out, log_output):
             out[i] = value if not value < FLT_MIN else ZERO
 
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def stablemax_rows_f32(x, y, log_output):
     """StableMax or log-StableMax, as csrc/stablemax_kernels.h, by blocks of BLOCK: s summed in
     float64, then r = s * (1/sum) with 1/sum in two float32 parts; log r while r >= FLT_MIN,
@@ -479,7 +479,7 @@ def stablemax_rows_f32(x, y, log_output):
                 out[start + i] = tiny if s[i] < FLT_MIN else logs[i]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def stablemax_rows_f64(x, y, log_output):
     """StableMax or log-StableMax in float64 (subnormal outputs kept, as every float64 kernel)."""
     for r in range(x.shape[0]):
@@ -502,7 +502,7 @@ def stablemax_rows_f64(x, y, log_output):
                 out[i] = s / total if total != 0.0 else np.nan
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def stablemax_cross_entropy_rows(x, labels, ignore_index, losses, grad, grad_scale, want_grad):
     """StableMax cross-entropy of each row of x (float32 or float64), accumulated in float64:
     loss = log(sum s) - log s(x_label). With want_grad, grad = grad_scale * (p - onehot) / (1 + |x|),
@@ -554,7 +554,7 @@ def stablemax_cross_entropy(x, labels, ignore_index, grad_scale, losses, grad):
 
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def code_by_search(y, midpoints):
     """The code of y by binary search: the number of midpoints (rounded down) below y."""
     low, high = 0, 255
@@ -567,7 +567,7 @@ def code_by_search(y, midpoints):
     return low
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def block_absmax(x, start, stop):
     """max |x| over x[start:stop]: NaN if any is NaN, else inf if any is infinite."""
     lanes = np.zeros(LANES, f32)
@@ -585,7 +585,7 @@ def block_absmax(x, start, stop):
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def codes_of_scaled(y, table, midpoints, single_compare, zero_code, q):
     """q = the code of each scaled value y (the number of midpoints below it; NaN: the zero
     code), from its bucket's entry: the candidate plus whether y's key exceeds the bucket's
@@ -602,7 +602,7 @@ def codes_of_scaled(y, table, midpoints, single_compare, zero_code, q):
             q[i] = code_by_search(y[i], midpoints) if y[i] == y[i] else zero_code
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def quantize_blockwise_f32(x, blocksize, table, midpoints, single_compare, zero_code, q, absmax):
     """q = the code nearest x * (1/absmax) per block (ties to the lower code), absmax per block,
     as csrc/quant_kernels.h. An all-zero block (or a NaN absmax) scales by 0; a NaN y (an inf
@@ -620,7 +620,7 @@ def quantize_blockwise_f32(x, blocksize, table, midpoints, single_compare, zero_
         codes_of_scaled(y[:k], table, midpoints, single_compare, zero_code, q[start:stop])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def dequantize_blockwise_f32(q, code, absmax, blocksize, out):
     """out = code[q] * absmax of q's block, in float32."""
     for b in range(absmax.size):

@@ -173,7 +173,7 @@ BACKENDS = _dispatch.ALL_BACKENDS
 
 def _c_row_binding(c_function, c_streaming=None):
     ffi = _dispatch.ffi
-    stream_above = _dispatch.LAST_LEVEL_CACHE_BYTES // 2
+    stream_above = _dispatch.STREAM_ABOVE_BYTES
 
     def run(x, y):
         function = c_streaming if c_streaming is not None and y.nbytes > stream_above else c_function
@@ -269,7 +269,7 @@ def _c_quant_binding(name, c_function):
                        ffi.from_buffer("uint8_t[]", q, require_writable=True),
                        ffi.from_buffer("float[]", absmax, require_writable=True))
     else:
-        stream_above = _dispatch.LAST_LEVEL_CACHE_BYTES // 2  # as the two-pass kernels
+        stream_above = _dispatch.STREAM_ABOVE_BYTES  # as the two-pass kernels
 
         def run(q, absmax, blocksize, code, out):
             c_function(q.size, ffi.from_buffer("uint8_t[]", q), ffi.from_buffer("float[]", absmax), blocksize,
