@@ -36,3 +36,6 @@
 #define SML_EXP_CUTOFF   -0x1.5D589Ep+6f
 /* FLT_MIN: softmax outputs below it are flushed to +0 (docs/semantics.md). */
 #define SML_FLT_MIN      0x1p-126f
+/* vf_scale_pow2 gives +0 for exponents below this: p * 2^-101 and less is
+ * negligible next to the 2^0 that its callers always have (see them). */
+#define SML_SCALE_FLOOR  -100.0f

@@ -98,12 +98,12 @@ SML_INLINE enum exp_form form_for_padding(enum exp_form form) {
 }
 
 /* Pass 2 over the first k < VF_LANES elements: masked, the rest filled with
- * -inf, whose exp is exactly 0. */
+ * -inf, and their exps counted as exactly 0. */
 SML_INLINE vf pass2_partial(const float *x, float *y, int64_t k, vf vmax, enum pass2_store store, enum exp_form form) {
-    float stored[VF_LANES];
-    const vf e = pass2_vector(vf_load_tail(x, k, -INFINITY), vmax, stored, store, form_for_padding(form));
+    float stored[VF_LANES], exps[VF_LANES];
+    vf_store(exps, pass2_vector(vf_load_tail(x, k, -INFINITY), vmax, stored, store, form_for_padding(form)));
     if (store != STORE_NOTHING) vf_store_tail(y, k, vf_load(stored));
-    return e;
+    return vf_load_tail(exps, k, 0.0f);
 }
 
 /* Pass 2 over one trip of SUM_TRIP vectors: their exps added as a pairwise
@@ -143,34 +143,109 @@ SML_INLINE double sum_exp_shifted(const float *x, float *y, int64_t n, float max
     return vsum_reduce(sum);
 }
 
+/* Softmax outputs are formed times OUTPUT_SCALE (exact), where no product is
+ * subnormal, and scaled back where they are at least FLT_MIN: on Intel cores
+ * every subnormal result costs a microcode assist, which made rows wider than
+ * about 87 (U(-80, 80)) 8-13x slower.  The bits are those of the plain products
+ * flushed below FLT_MIN. */
+#define OUTPUT_SCALE 0x1p64f
+#define FLT_MIN_SCALED 0x1p-62f                   /* FLT_MIN * OUTPUT_SCALE */
+#define JUST_BELOW_FLT_MIN_SCALED 0x1.FFFFFEp-63f /* the float below it */
+
+/* What pass 3 needs of its row.  factor: 1/sum (softmax; split into factor +
+ * factor_low for SCALE_STORED_EXP_SPLIT) or log(sum) (log-softmax).  The
+ * softmax forms also keep: the factors times OUTPUT_SCALE; low_rounding,
+ * +-2^-62 with factor_low's sign, which rounds a scaled low product to the
+ * subnormal grid (times OUTPUT_SCALE) as the unscaled product was rounded;
+ * normal_from, the least source whose output (and low product) is surely
+ * normal, so that vectors at or above it take the plain products. */
+struct pass3_row {
+    vf max, factor, factor_low, factor_scaled, low_scaled, low_rounding, normal_from;
+    float factor_scaled_scalar;
+};
+
+static struct pass3_row pass3_constants(float max, float factor, float factor_low, enum pass3_output output) {
+    if (output == SUBTRACT_FROM_STORED || output == SHIFT_AND_SUBTRACT) /* log-softmax: no products */
+        return (struct pass3_row){.max = vf_set1(max), .factor = vf_set1(factor)};
+    const double low_magnitude = fabs((double)factor_low);
+    const double normal_from = fmax(0x1p-125 / factor, low_magnitude > 0.0 ? 0x1p-126 / low_magnitude : 0.0);
+    return (struct pass3_row){
+        .max = vf_set1(max), .factor = vf_set1(factor), .factor_low = vf_set1(factor_low),
+        .factor_scaled = vf_set1(factor * OUTPUT_SCALE), .low_scaled = vf_set1(factor_low * OUTPUT_SCALE),
+        .low_rounding = vf_set1(copysignf(FLT_MIN_SCALED, factor_low)),
+        .normal_from = vf_set1(nextafterf((float)normal_from, INFINITY)),
+        .factor_scaled_scalar = factor * OUTPUT_SCALE,
+    };
+}
+
+/* Lanes of u (outputs times OUTPUT_SCALE, rounded once) that came out as the
+ * float just below FLT_MIN_SCALED: the output itself, rounded to the subnormal
+ * grid, is FLT_MIN where its exact value, source * factor + low_product (all
+ * scaled), is at least 2^-126 - 2^-150, else it is flushed.  Rare, so scalar;
+ * the double sum is exact (47 bits). */
+static vf settle_just_below_flt_min(vf u, vf source, vf low_product, float factor_scaled) {
+    float lanes[VF_LANES], sources[VF_LANES], lows[VF_LANES];
+    vf_store(lanes, u), vf_store(sources, source), vf_store(lows, low_product);
+    for (int k = 0; k < VF_LANES; k++)
+        if (lanes[k] == JUST_BELOW_FLT_MIN_SCALED)
+            lanes[k] = (double)sources[k] * factor_scaled + lows[k] >= 0x1p-62 - 0x1p-86 ? FLT_MIN_SCALED : 0.0f;
+    return vf_load(lanes);
+}
+
+/* u / OUTPUT_SCALE, +0 where the output is below FLT_MIN (NaN kept). */
+SML_INLINE vf unscale_flushed(vf u, vf source, vf low_product, const struct pass3_row *row) {
+    if (vf_any_equal(u, vf_set1(JUST_BELOW_FLT_MIN_SCALED)))
+        u = settle_just_below_flt_min(u, source, low_product, row->factor_scaled_scalar);
+    return vf_mul(vf_where_less(u, vf_set1(FLT_MIN_SCALED), vf_zero(), u), vf_set1(1.0f / OUTPUT_SCALE));
+}
+
+/* e * factor, flushed below FLT_MIN. */
+SML_INLINE vf scale_flushed(vf e, const struct pass3_row *row) {
+    if (!vf_any_less(e, row->normal_from)) return vf_mul(e, row->factor);
+    return unscale_flushed(vf_mul(e, row->factor_scaled), e, vf_zero(), row);
+}
+
+/* s * (factor + factor_low) rounded once, flushed below FLT_MIN.  Where the
+ * unscaled low product s * factor_low was subnormal, it was rounded to the
+ * subnormal grid: adding low_rounding (+-2^-62, of its sign) rounds the scaled
+ * product to multiples of 2^-85, the same grid times OUTPUT_SCALE, and
+ * subtracting it again is exact. */
+SML_INLINE vf split_scale_flushed(vf s, const struct pass3_row *row) {
+    if (!vf_any_less(s, row->normal_from)) return vf_fma(s, row->factor, vf_mul(s, row->factor_low));
+    const vf low = vf_mul(s, row->low_scaled);
+    const vf low_on_subnormal_grid = vf_sub(vf_fma(s, row->low_scaled, row->low_rounding), row->low_rounding);
+    const vf low_product = vf_where_less(vf_abs(low), vf_set1(FLT_MIN_SCALED), low_on_subnormal_grid, low);
+    return unscale_flushed(vf_fma(s, row->factor_scaled, low_product), s, low_product, row);
+}
+
 /* The output of pass 3 for one vector: `source` is y (stored) or x.
  * SCALE_STORED_EXP_SPLIT multiplies by 1/sum split into two floats, high +
  * low, rounding once: a float 1/sum would add its own rounding to every
  * output, which reload_exact's bound cannot afford. */
-SML_INLINE vf pass3_vector(vf source, vf vmax, vf vfactor, vf vfactor_low, enum pass3_output output, enum exp_form form) {
+SML_INLINE vf pass3_vector(vf source, const struct pass3_row *row, enum pass3_output output, enum exp_form form) {
     switch (output) {
-    case SCALE_STORED_EXP: return vf_flush_below_flt_min(vf_mul(source, vfactor));
-    case SCALE_STORED_EXP_SPLIT: return vf_flush_below_flt_min(vf_fma(source, vfactor, vf_mul(source, vfactor_low)));
-    case SCALE_RECOMPUTED_EXP: return vf_flush_below_flt_min(vf_mul(shifted_exp(source, vmax, form), vfactor));
-    case SUBTRACT_FROM_STORED: return vf_sub(source, vfactor);
-    default: return vf_sub(vf_sub(source, vmax), vfactor);
+    case SCALE_STORED_EXP: return scale_flushed(source, row);
+    case SCALE_STORED_EXP_SPLIT: return split_scale_flushed(source, row);
+    case SCALE_RECOMPUTED_EXP: return scale_flushed(shifted_exp(source, row->max, form), row);
+    case SUBTRACT_FROM_STORED: return vf_sub(source, row->factor);
+    default: return vf_sub(vf_sub(source, row->max), row->factor);
     }
 }
 
 /* Pass 3 over a row; factor_low is used by SCALE_STORED_EXP_SPLIT only. */
 SML_INLINE void write_output(const float *source, float *y, int64_t n, float max, float factor, float factor_low,
                               enum pass3_output output, enum exp_form form) {
-    const vf vmax = vf_set1(max), vfactor = vf_set1(factor), vlow = vf_set1(factor_low);
+    const struct pass3_row row = pass3_constants(max, factor, factor_low, output);
+    const enum exp_form padding_form = form_for_padding(form);
     int64_t i = unaligned_head(source, n);
-    if (i > 0) vf_store_tail(y, i, pass3_vector(vf_load_tail(source, i, 0.0f), vmax, vfactor, vlow, output, form_for_padding(form)));
+    if (i > 0) vf_store_tail(y, i, pass3_vector(vf_load_tail(source, i, 0.0f), &row, output, padding_form));
     for (; i + UNROLL * VF_LANES <= n; i += UNROLL * VF_LANES)
         for (int u = 0; u < UNROLL; u++) {
             const int64_t at = i + u * VF_LANES;
-            vf_store(y + at, pass3_vector(vf_load(source + at), vmax, vfactor, vlow, output, form));
+            vf_store(y + at, pass3_vector(vf_load(source + at), &row, output, form));
         }
-    for (; i + VF_LANES <= n; i += VF_LANES)
-        vf_store(y + i, pass3_vector(vf_load(source + i), vmax, vfactor, vlow, output, form));
-    if (i < n) vf_store_tail(y + i, n - i, pass3_vector(vf_load_tail(source + i, n - i, 0.0f), vmax, vfactor, vlow, output, form_for_padding(form)));
+    for (; i + VF_LANES <= n; i += VF_LANES) vf_store(y + i, pass3_vector(vf_load(source + i), &row, output, form));
+    if (i < n) vf_store_tail(y + i, n - i, pass3_vector(vf_load_tail(source + i, n - i, 0.0f), &row, output, padding_form));
 }
 
 SML_INLINE void three_pass_row_after_max(const float *x, float *y, int64_t n, float max, int reload, int log_output,

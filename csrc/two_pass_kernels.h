@@ -30,7 +30,10 @@
 #define EXPONENT_LIMIT 1.5e6 /* |E| above this: some |x| is near or beyond 2^20 (2^20 log2 e = 1512775) */
 
 /* Pass 1 over one trip: the mantissas scaled to the trip's largest exponent
- * (*top) and added as a pairwise tree. */
+ * (*top) and added as a pairwise tree.  Every lane's tree holds a p * 2^0 of
+ * at least 0.7, so the terms that vf_scale_pow2 drops (below 2^-100) cannot
+ * change its sum: what they change stays in partial sums below 2^-97, which
+ * vanish without a tie next to that term. */
 SML_INLINE vf pair_trip(const float *x, vf *top) {
     vf p[SUM_TRIP], n[SUM_TRIP];
     for (int u = 0; u < SUM_TRIP; u++) p[u] = clamped_exp_mantissa(vf_load(x + u * VF_LANES), &n[u]);
@@ -106,12 +109,19 @@ static void sum_exp_pair_exact(const float *x, int64_t n, double *mantissa, doub
 
 /* Pass 2 of softmax for one vector: p * (1/M) * 2^(n - E), flushed below
  * FLT_MIN.  1/M is split into two floats, high + low, and p * (high + low) is
- * rounded once: a float 1/M would add its own rounding to every output. */
-SML_INLINE vf softmax_vector(vf x, vf inverse_high, vf inverse_low, vf exponent) {
+ * rounded once: a float 1/M would add its own rounding to every output (and
+ * p * low is never subnormal: low is 0 or above 2^-85, p above 0.7).  When
+ * every n - E is at least normal_from, every output is at least FLT_MIN and
+ * the plain scaling serves; otherwise vf_scale_pow2_flushed gives the same bits
+ * without forming the subnormals that cost Intel cores a microcode assist each
+ * (8-13x slower on rows wider than about 87). */
+SML_INLINE vf softmax_vector(vf x, vf inverse_high, vf inverse_low, vf exponent, vf normal_from) {
     vf n;
     const vf p = clamped_exp_mantissa(x, &n);
     const vf scaled = vf_fma(p, inverse_high, vf_mul(p, inverse_low));
-    return vf_flush_below_flt_min(vf_scale_pow2(scaled, vf_sub(n, exponent)));
+    const vf d = vf_sub(n, exponent);
+    if (!vf_any_less(d, normal_from)) return vf_scale_pow2(scaled, d);
+    return vf_scale_pow2_flushed(scaled, d);
 }
 
 /* Pass 2 of log-softmax for one vector: (x - L_hi) - L_lo, L = log M + E ln 2
@@ -123,8 +133,8 @@ SML_INLINE vf log_softmax_vector(vf x, vf log_sum_high, vf log_sum_low) {
     return vf_min_ignoring_nan(vf_zero(), vf_sub(vf_sub(x, log_sum_high), log_sum_low));
 }
 
-SML_INLINE vf pass2_vector(vf x, vf a, vf b, vf c, int log_output) {
-    return log_output ? log_softmax_vector(x, a, b) : softmax_vector(x, a, b, c);
+SML_INLINE vf pass2_vector(vf x, vf a, vf b, vf c, vf d, int log_output) {
+    return log_output ? log_softmax_vector(x, a, b) : softmax_vector(x, a, b, c, d);
 }
 
 SML_INLINE void store_output(float *y, vf v, int stream) {
@@ -138,19 +148,19 @@ SML_INLINE void store_output(float *y, vf v, int stream) {
  * per element) but need aligned addresses: the head then aligns y, not x.  A y
  * that is not even float-aligned (NumPy allows it) can never be aligned by a
  * head, so it is written with ordinary stores. */
-SML_INLINE void write_two_pass_output(const float *x, float *y, int64_t n, float a, float b, float c, int log_output,
-                                      int stream) {
-    const vf va = vf_set1(a), vb = vf_set1(b), vc = vf_set1(c);
+SML_INLINE void write_two_pass_output(const float *x, float *y, int64_t n, float a, float b, float c, float d,
+                                      int log_output, int stream) {
+    const vf va = vf_set1(a), vb = vf_set1(b), vc = vf_set1(c), vd = vf_set1(d);
     stream = stream && float_aligned(y);
     int64_t i = stream ? unaligned_head(y, n) : unaligned_head(x, n);
-    if (i > 0) vf_store_tail(y, i, pass2_vector(vf_load_tail(x, i, 0.0f), va, vb, vc, log_output));
+    if (i > 0) vf_store_tail(y, i, pass2_vector(vf_load_tail(x, i, 0.0f), va, vb, vc, vd, log_output));
     for (; i + OUTPUT_UNROLL * VF_LANES <= n; i += OUTPUT_UNROLL * VF_LANES)
         for (int u = 0; u < OUTPUT_UNROLL; u++) {
             const int64_t at = i + u * VF_LANES;
-            store_output(y + at, pass2_vector(vf_load(x + at), va, vb, vc, log_output), stream);
+            store_output(y + at, pass2_vector(vf_load(x + at), va, vb, vc, vd, log_output), stream);
         }
-    for (; i + VF_LANES <= n; i += VF_LANES) store_output(y + i, pass2_vector(vf_load(x + i), va, vb, vc, log_output), stream);
-    if (i < n) vf_store_tail(y + i, n - i, pass2_vector(vf_load_tail(x + i, n - i, 0.0f), va, vb, vc, log_output));
+    for (; i + VF_LANES <= n; i += VF_LANES) store_output(y + i, pass2_vector(vf_load(x + i), va, vb, vc, vd, log_output), stream);
+    if (i < n) vf_store_tail(y + i, n - i, pass2_vector(vf_load_tail(x + i, n - i, 0.0f), va, vb, vc, vd, log_output));
 }
 
 void SML_ISA_SUFFIX(sml_f32_sum_exp_pair)(int64_t rows, int64_t n, const float *x, double *mantissa, double *exponent) {
@@ -175,11 +185,15 @@ SML_INLINE void two_pass_rows(int64_t rows, int64_t n, const float *x, float *y,
         } else if (log_output) {
             const double log_sum = log(mantissa) + exponent * 0.6931471805599453; /* ln 2 */
             const float high = (float)log_sum;
-            write_two_pass_output(row, out, n, high, (float)(log_sum - high), 0.0f, 1, stream);
+            write_two_pass_output(row, out, n, high, (float)(log_sum - high), 0.0f, 0.0f, 1, stream);
         } else {
             const double inverse = 1.0 / mantissa;
             const float high = (float)inverse;
-            write_two_pass_output(row, out, n, high, (float)(inverse - high), (float)exponent, 0, stream);
+            /* p * (1/M) is at least 0.69 * high (p >= 0.7071): with n - E at or above
+             * this (and at or above vf_scale_pow2's floor), every output is normal. */
+            const double normal_from = fmax(ceil(-126.0 - log2(0.69 * high)), SML_SCALE_FLOOR);
+            write_two_pass_output(row, out, n, high, (float)(inverse - high), (float)exponent, (float)normal_from, 0,
+                                  stream);
         }
     }
     /* Non-temporal stores are weakly ordered: fence them before the caller reads y. */

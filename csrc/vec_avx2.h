@@ -85,9 +85,11 @@ SML_INLINE vsum vsum_add_stable_s(vsum s, vf v) {
 }
 
 /* m * 2^d for integer-valued d <= 0 in double lanes, 2^d built in the
- * exponent field as in vf_scale_pow2 (1.5*2^52 + 1023, shift by 52). */
+ * exponent field as in vf_pow2 (1.5*2^52 + 1023, shift by 52).  d is raised to
+ * -1000, as in vec_avx512.h's vpair_fold_half: the smaller term of a fold then
+ * vanishes next to the other, which is at least 0.7, and is never subnormal. */
 SML_INLINE __m256d vd_scale_pow2(__m256d m, __m256d d) {
-    const __m256d field = _mm256_add_pd(_mm256_max_pd(_mm256_set1_pd(-1023.0), d), _mm256_set1_pd(0x1.80000000003FFp52));
+    const __m256d field = _mm256_add_pd(_mm256_max_pd(_mm256_set1_pd(-1000.0), d), _mm256_set1_pd(0x1.80000000003FFp52));
     return _mm256_mul_pd(m, _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(field), 52)));
 }
 
@@ -123,13 +125,35 @@ SML_INLINE vf vf_exp_mantissa(vf t, vf *n) {
     return exp_polynomial(t, *n);
 }
 
-/* p * 2^d for integer-valued d <= 0, with 2^d built in the exponent field:
+/* 2^d for integer-valued d in [-126, 127], built in the exponent field:
  * adding 1.5*2^23 + 127 leaves d + 127 in the low mantissa bits, and shifting
- * them left by 23 gives the float 2^d.  d is clamped at -127, whose field 0
- * makes 2^d = +0: results below 2^-126 relative to p are flushed. */
+ * them left by 23 gives the float 2^d. */
+SML_INLINE vf vf_pow2(vf d) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(_mm256_add_ps(d, vf_set1(0x1.8000FEp23f))), 23));
+}
+
+/* p * 2^d for integer-valued d <= 32 and p in [0.7, 1.42] (an exp mantissa)
+ * or a small sum of them; +0 for d below SML_SCALE_FLOOR, where the result is
+ * negligible next to the p * 2^0 that every caller has (its callers show why
+ * that cannot change their results).  So it is never subnormal: on Intel
+ * cores every subnormal result costs a microcode assist. */
 SML_INLINE vf vf_scale_pow2(vf p, vf d) {
-    const vf field = _mm256_add_ps(_mm256_max_ps(vf_set1(-127.0f), d), vf_set1(0x1.8000FEp23f));
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(field), 23)));
+    const vf floor = vf_set1(SML_SCALE_FLOOR);
+    const vf two_to_d = _mm256_and_ps(_mm256_cmp_ps(d, floor, _CMP_GE_OQ), vf_pow2(_mm256_max_ps(floor, d)));
+    return _mm256_mul_ps(p, two_to_d);
+}
+
+/* v * 2^d, flushed to +0 below FLT_MIN (NaN kept), for integer-valued d <= 0
+ * and v < 2^2: the same bits as flushing the product p * 2^d with 2^d = +0 for
+ * d <= -127, but without forming a subnormal.  u = v * 2^(d + 126) is exact
+ * and normal; v * 2^d is at least FLT_MIN, once rounded to the subnormal grid,
+ * exactly when u >= 1 - 2^-24 (from there it rounds up to FLT_MIN), and is
+ * then max(u, 1) * 2^-126. */
+SML_INLINE vf vf_scale_pow2_flushed(vf v, vf d) {
+    const vf u = _mm256_mul_ps(v, vf_pow2(_mm256_add_ps(_mm256_max_ps(vf_set1(-126.0f), d), vf_set1(126.0f))));
+    const vf keep = _mm256_and_ps(_mm256_cmp_ps(u, vf_set1(0x1.FFFFFEp-1f), _CMP_NLT_UQ),
+                                  _mm256_cmp_ps(d, vf_set1(-126.0f), _CMP_GE_OQ));
+    return _mm256_mul_ps(_mm256_and_ps(keep, _mm256_max_ps(vf_set1(1.0f), u)), vf_set1(SML_FLT_MIN));
 }
 
 /* exp(t) for t <= 0 or NaN; +0 below SML_EXP_CUTOFF (and for t = -inf), NaN
@@ -141,12 +165,20 @@ SML_INLINE vf vf_scale_pow2(vf p, vf d) {
  * above the cutoff. */
 SML_INLINE vf vf_exp_nonpositive(vf t, int check_cutoff) {
     const vf magic_bias = vf_set1(0x1.8000FEp23f);
-    const vf biased = _mm256_fmadd_ps(t, vf_set1(SML_LOG2E), magic_bias);
-    const vf two_to_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(biased), 23));
-    const vf p = exp_polynomial(t, _mm256_sub_ps(biased, magic_bias));
-    if (!check_cutoff) return _mm256_mul_ps(p, two_to_n);
+    if (!check_cutoff) {
+        const vf biased = _mm256_fmadd_ps(t, vf_set1(SML_LOG2E), magic_bias);
+        const vf two_to_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(biased), 23));
+        return _mm256_mul_ps(exp_polynomial(t, _mm256_sub_ps(biased, magic_bias)), two_to_n);
+    }
+    /* Lanes below the cutoff multiply p by +0 rather than have their product
+     * masked afterwards: a product below FLT_MIN would cost Intel cores a
+     * microcode assist.  t is raised to -88 first (n = -127, 2^n = +0; vmaxps
+     * keeps a NaN t), so that p is finite for -inf and for very negative t. */
     const vf keep = _mm256_cmp_ps(t, vf_set1(SML_EXP_CUTOFF), _CMP_NLT_UQ);
-    return _mm256_and_ps(keep, _mm256_mul_ps(p, two_to_n));
+    const vf t_raised = _mm256_max_ps(vf_set1(-88.0f), t);
+    const vf biased = _mm256_fmadd_ps(t_raised, vf_set1(SML_LOG2E), magic_bias);
+    const vf two_to_n = _mm256_and_ps(keep, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(biased), 23)));
+    return _mm256_mul_ps(exp_polynomial(t_raised, _mm256_sub_ps(biased, magic_bias)), two_to_n);
 }
 
 /* log(v) = k ln 2 + log(1 + f) for a positive normal v: returns f, in
@@ -222,3 +254,7 @@ SML_INLINE vf vf_table256_lookup(const vf_table256 *t, vi index) {
 SML_INLINE vf vf_flush_below_flt_min(vf v) {
     return _mm256_and_ps(_mm256_cmp_ps(v, vf_set1(SML_FLT_MIN), _CMP_NLT_UQ), v);
 }
+/* Whether any lane of v is below limit (an ordered compare: NaN lanes are not),
+ * and whether any lane of a equals b. */
+SML_INLINE int vf_any_less(vf v, vf limit) { return _mm256_movemask_ps(_mm256_cmp_ps(v, limit, _CMP_LT_OQ)) != 0; }
+SML_INLINE int vf_any_equal(vf a, vf b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)) != 0; }

@@ -80,10 +80,14 @@ SML_INLINE vpair vpair_zero(void) {
     const __m512d far_below = _mm512_set1_pd(-0x1p60); /* finite: e - e_new stays a number */
     return (vpair){_mm512_setzero_pd(), _mm512_setzero_pd(), far_below, far_below};
 }
+/* The smaller of the two terms is scaled by at least 2^-1000: a term below that
+ * vanishes next to the other, which is at least 0.7, and 2^-1000 keeps it
+ * normal (a subnormal result costs Intel cores a microcode assist). */
 SML_INLINE __m512d vpair_fold_half(__m512d *m, __m512d *e, __m256 p, __m256 n) {
-    const __m512d pd = _mm512_cvtps_pd(p), nd = _mm512_cvtps_pd(n);
+    const __m512d pd = _mm512_cvtps_pd(p), nd = _mm512_cvtps_pd(n), floor = _mm512_set1_pd(-1000.0);
     const __m512d e_new = _mm512_max_pd(*e, nd);
-    *m = _mm512_add_pd(_mm512_scalef_pd(*m, _mm512_sub_pd(*e, e_new)), _mm512_scalef_pd(pd, _mm512_sub_pd(nd, e_new)));
+    *m = _mm512_add_pd(_mm512_scalef_pd(*m, _mm512_max_pd(floor, _mm512_sub_pd(*e, e_new))),
+                       _mm512_scalef_pd(pd, _mm512_max_pd(floor, _mm512_sub_pd(nd, e_new))));
     return e_new;
 }
 /* acc += p * 2^n, lane by lane; exact scaling, one double rounding. */
@@ -108,9 +112,25 @@ SML_INLINE vf vf_exp_mantissa(vf t, vf *n) {
     return exp_polynomial(t, *n);
 }
 
-/* p * 2^d for integer-valued d <= 0.  vscalefps applies 2^d exactly in one
- * instruction, with no float->int conversion or exponent-field arithmetic. */
-SML_INLINE vf vf_scale_pow2(vf p, vf d) { return _mm512_scalef_ps(p, d); }
+/* p * 2^d for integer-valued d <= 32 and p in [0.7, 1.42] (an exp mantissa)
+ * or a small sum of them; +0 for d below SML_SCALE_FLOOR, as in vec_avx2.h:
+ * never subnormal.  vscalefps applies 2^d exactly in one instruction, with no
+ * float->int conversion or exponent-field arithmetic. */
+SML_INLINE vf vf_scale_pow2(vf p, vf d) {
+    return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(d, vf_set1(SML_SCALE_FLOOR), _CMP_GE_OQ), p, d);
+}
+
+/* v * 2^d, flushed to +0 below FLT_MIN (NaN kept), for integer-valued d <= 0
+ * and v < 2^2: the same bits as flushing vscalefps' result, but without forming
+ * a subnormal.  u = v * 2^(d + 126) is exact and normal (d + 126 is raised to
+ * -30, which leaves u far below 1); v * 2^d is at least FLT_MIN, once rounded
+ * to the subnormal grid, exactly when u >= 1 - 2^-24 (from there it rounds up
+ * to FLT_MIN), and is then max(u, 1) * 2^-126. */
+SML_INLINE vf vf_scale_pow2_flushed(vf v, vf d) {
+    const vf u = _mm512_scalef_ps(v, _mm512_max_ps(vf_set1(-30.0f), _mm512_add_ps(d, vf_set1(126.0f))));
+    const __mmask16 keep = _mm512_cmp_ps_mask(u, vf_set1(0x1.FFFFFEp-1f), _CMP_NLT_UQ);
+    return _mm512_maskz_scalef_ps(keep, _mm512_max_ps(vf_set1(1.0f), u), vf_set1(-126.0f));
+}
 
 /* exp(t) for t <= 0 or NaN; +0 below SML_EXP_CUTOFF (and for t = -inf), NaN
  * stays NaN.  check_cutoff = 0 skips that test, for callers that know every t
@@ -194,3 +214,7 @@ SML_INLINE vf vf_flush_below_flt_min(vf v) {
     const __mmask16 keep = _mm512_cmp_ps_mask(v, vf_set1(SML_FLT_MIN), _CMP_NLT_UQ);
     return _mm512_maskz_mov_ps(keep, v);
 }
+/* Whether any lane of v is below limit (an ordered compare: NaN lanes are not),
+ * and whether any lane of a equals b. */
+SML_INLINE int vf_any_less(vf v, vf limit) { return _mm512_cmp_ps_mask(v, limit, _CMP_LT_OQ) != 0; }
+SML_INLINE int vf_any_equal(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ) != 0; }
