@@ -1,5 +1,6 @@
 """Fixtures shared by the tests: every operation of the registry on every backend."""
 import importlib
+import os
 
 import numpy as np
 import pytest
@@ -41,3 +42,15 @@ def public_function(operation):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261127)
+
+
+def pytest_configure(config):
+    """SOFTMAXLIB_TEST_FTZ_DAZ=1 runs the whole suite with flush-to-zero and denormals-are-zero set
+    (the FTZ/DAZ pass of .ci/run); tests marked `subnormal` check subnormal values themselves and
+    are deselected there."""
+    config.addinivalue_line("markers", "subnormal: checks subnormal inputs or outputs (not run under FTZ/DAZ)")
+    if os.environ.get("SOFTMAXLIB_TEST_FTZ_DAZ") == "1":
+        from fpenv import DENORMALS_ARE_ZERO, FLUSH_TO_ZERO
+
+        lib = softmaxlib._dispatch.lib
+        lib.sml_set_mxcsr(lib.sml_get_mxcsr() | FLUSH_TO_ZERO | DENORMALS_ARE_ZERO)
