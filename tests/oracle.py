@@ -38,8 +38,12 @@ def ulp_error(y, reference):
     keep = reference >= FLT_MIN
     if not keep.any():
         return 0.0
-    # The float32 ULP of each reference, 2^(e - 24) for reference = m * 2^e with m in [0.5, 1), in
-    # float64: np.spacing near FLT_MIN is a float32 subnormal, which flush-to-zero would make 0.
-    _, exponent = np.frexp(np.abs(reference[keep]).astype(np.float32))
-    spacing = np.ldexp(1.0, exponent - 24)
+    spacing = float32_ulp(reference[keep])
     return float(np.max(np.abs(y[keep] - reference[keep]) / spacing))
+
+
+def float32_ulp(values):
+    """The float32 ULP of each value, 2^(e - 24) for |value| = m * 2^e with m in [0.5, 1), as
+    float64: np.spacing near FLT_MIN is a float32 subnormal, which flush-to-zero would make 0."""
+    _, exponent = np.frexp(np.abs(np.asarray(values)).astype(np.float32))
+    return np.ldexp(1.0, exponent - 24)

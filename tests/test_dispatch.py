@@ -16,6 +16,7 @@ import pytest
 
 import softmaxlib
 from conftest import public_function
+from oracle import float32_ulp
 from softmaxlib import _dispatch, _registry
 
 PACKAGE_DIR = pathlib.Path(softmaxlib.__file__).resolve().parent
@@ -229,7 +230,7 @@ def _ulp_distance(a, b):
     """|a - b| in float32 ULPs of max(|a|, |b|, 2^-126), with infinities and NaN matching exactly."""
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), np.finfo(np.float32).tiny)
-    return np.abs(a64 - b64) / np.spacing(scale.astype(np.float32)).astype(np.float64)
+    return np.abs(a64 - b64) / float32_ulp(scale)
 
 
 @pytest.mark.parametrize("shape, axis", [((5, 1), -1), ((4, 7), -1), ((3, 17), -1), ((2, 70), -1), ((2, 1000), -1),
@@ -247,7 +248,7 @@ def test_backends_agree(shape, axis, operation):
             # max(|y|, log(sum)); log(sum) is -y at the row max, where x - max = 0.
             log_sum = -reference.max(axis=axis, keepdims=True)
             scale = np.maximum(np.maximum(np.abs(reference), np.abs(log_sum)), np.finfo(np.float32).tiny)
-            error = np.abs(y.astype(np.float64) - reference) / np.spacing(scale).astype(np.float64)
+            error = np.abs(y.astype(np.float64) - reference) / float32_ulp(scale)
         else:
             error = _ulp_distance(y, reference)
         assert error.max() <= 4, f"{backend} differs from numba by {error.max()} ULP"

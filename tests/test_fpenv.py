@@ -18,7 +18,7 @@ from conftest import BACKENDS
 from fpenv import flush_denormals, requires_mxcsr, subnormal_flags
 from softmaxlib import _registry, quant, stablemax, two_pass
 
-pytestmark = requires_mxcsr
+pytestmark = [requires_mxcsr, pytest.mark.subnormal]  # sets MXCSR itself
 
 DISTRIBUTIONS = {
     "normal": lambda rng, shape: rng.standard_normal(shape),
@@ -101,24 +101,28 @@ def assert_same_bits_but_subnormals(result, reference, what):
     assert not bad.any(), f"{what}: {bad.sum()} values differ, e.g. {result[bad][:3]} for {reference[bad][:3]}"
 
 
-C_BACKENDS = [param for param in BACKENDS if param.values[0] != "numba"]
-
-
 @pytest.mark.parametrize("distribution", DISTRIBUTIONS)
-@pytest.mark.parametrize("backend", C_BACKENDS)
 @pytest.mark.parametrize("name,kernel", KERNELS, ids=[name for name, _ in KERNELS])
 def test_no_subnormal_intermediates(name, kernel, distribution, backend, rng):
-    """float32 rows whose outputs below FLT_MIN are flushed by the semantics: no kernel may form a
-    subnormal on the way (the Numba backend is not held to it yet: docs/semantics.md)."""
-    if name.startswith("log_softmax"):
-        pytest.skip("log-softmax outputs may be subnormal (x = [0, -87.3]); its kernels form none on these rows")
+    """float32 rows whose documented outputs hold no subnormal (softmax flushes those below
+    FLT_MIN): no kernel may form one on the way."""
     x = rows(rng, distribution)
     kernel(x, backend)  # compile and warm up outside the measured call
     assert subnormal_flags(lambda: kernel(x, backend)) == []
 
 
-@pytest.mark.parametrize("backend", C_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_flags_see_a_subnormal(backend):
     """The check above can fail: a row whose outputs are subnormal in float64 raises them."""
     x = np.array([0.0, -720.0], np.float64)
     assert subnormal_flags(lambda: softmaxlib.softmax(x, backend=backend)) != []
+
+
+@pytest.mark.xfail(strict=True, reason="known: StableMax's 1/sum split forms a subnormal low product for |x| "
+                                       "above about 1e27, so FTZ changes its last bits (docs/semantics.md)")
+def test_stablemax_of_huge_negative_logits_under_ftz(backend, rng):
+    x = rng.standard_normal((4, 1000)).astype(np.float32)
+    x[:, 0] = -1e30
+    expected = stablemax.stablemax(x, backend=backend)
+    with flush_denormals():
+        assert stablemax.stablemax(x, backend=backend).tobytes() == expected.tobytes()

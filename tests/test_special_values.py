@@ -255,6 +255,7 @@ def test_float32_softmax_has_no_subnormal_outputs(n, operation, backend, rng):
     assert (y[exact < 0.999 * FLT_MIN] == 0).all(), "an output below FLT_MIN was not flushed"
 
 
+@pytest.mark.subnormal
 def test_float64_keeps_subnormal_outputs(operation, backend):
     function, is_log = public_function(operation)
     if is_log:

@@ -98,6 +98,7 @@ def test_ignore_index_and_axis(backend, rng):
                                             backend=backend))
 
 
+@pytest.mark.subnormal  # the gradients of the huge rows are near 1e-39
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_special_values(dtype, backend):
     x = np.array([[np.inf, 1.0, np.inf], [np.nan, 1.0, 2.0], [-np.inf, 0.0, 1.0], [np.inf, 0.0, 1.0],
