@@ -8,7 +8,9 @@ s grows linearly instead of exponentially, so StableMax does not collapse to a o
 until logits reach about 1e4 (where softmax collapses at a gap of ~17). No max is subtracted:
 StableMax is not shift-invariant. Special values follow docs/semantics.md as softmax does, with
 s in place of exp: +inf elements share the mass, -inf gives 0 (log: -inf), NaN makes the row
-NaN, a row of only -inf is NaN, and float32 outputs below FLT_MIN are flushed to +0.
+NaN, a row of only -inf is NaN, and float32 outputs below FLT_MIN are flushed to +0. A float64
+row whose sum of s overflows (values near DBL_MAX) is summed again as s * 2^-64, which a finite
+row cannot overflow; the scaling is exact.
 """
 import operator
 

@@ -33,6 +33,9 @@ def sum_exp_pair(x, axis=-1, *, backend=None):
 
     The exponent is integral. A row of only -inf (or an empty axis) gives
     (0, -inf); a row with +inf and no NaN gives (inf, 0); a NaN gives (nan, 0).
+    A finite float64 row with |max| > DBL_MAX ln 2 (about 1.246e308) has a sum beyond the
+    pairs' range (log2 of it exceeds every double): it saturates to (inf, 0) for a positive
+    max and (0, -inf) for a negative one, as the float64 sum of exp(x) would.
     """
     mantissa, exponent, _ = reduce_rows("sum_exp_pair", x, axis, backend)
     return mantissa, exponent
@@ -44,14 +47,26 @@ def merge_pairs(pairs):
     pairs: an iterable of (mantissa, exponent) arrays (or scalars) of one shape.
     E = max over the parts with a nonzero mantissa, M = sum of M_k * 2**(E_k - E):
     the scaling by powers of two is exact, so only the float64 additions round.
+    Special parts give what sum_exp_pair gives for the whole row: a NaN part makes
+    (nan, 0); else a part with an infinite mantissa makes (inf, 0); parts that are all
+    (0, -inf) (empty, or only -inf) make (0, -inf).
     """
     pairs = [(np.asarray(m, dtype=np.float64), np.asarray(e, dtype=np.float64)) for m, e in pairs]
     if not pairs:
         raise ValueError("merge_pairs needs at least one (mantissa, exponent) pair")
-    with np.errstate(invalid="ignore", over="ignore"):
-        top = np.max([np.where(m != 0, e, -np.inf) for m, e in pairs], axis=0)
-        mantissa = sum(np.where(m != 0, m * np.exp2(e - np.where(np.isfinite(top), top, 0)), 0.0) for m, e in pairs)
-    exponent = np.where(np.isfinite(top), top, np.where(mantissa == 0, -np.inf, 0.0))
+    nan = np.any([np.isnan(m) | np.isnan(e) for m, e in pairs], axis=0)
+    infinite = np.any([m == np.inf for m, _ in pairs], axis=0)
+    # Only the finite nonzero parts are scaled and summed: an infinite mantissa times the
+    # 2**(E_k - E) = 0 of a smaller exponent would be NaN. The others become (0, -inf).
+    summed = [np.isfinite(m) & (m != 0) for m, _ in pairs]
+    mantissas = [np.where(keep, m, 0.0) for keep, (m, _) in zip(summed, pairs)]
+    exponents = [np.where(keep, e, -np.inf) for keep, (_, e) in zip(summed, pairs)]
+    top = np.max(exponents, axis=0)
+    base = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(over="ignore"):  # E_k - E may overflow to -inf (exponents near +-DBL_MAX): 2**-inf = 0 is right
+        mantissa = sum(m * np.exp2(e - base) for m, e in zip(mantissas, exponents))
+    mantissa = np.where(nan, np.nan, np.where(infinite, np.inf, mantissa))
+    exponent = np.where(nan | infinite, 0.0, top)
     return mantissa, exponent
 
 
@@ -60,12 +75,35 @@ def logsumexp(x, axis=-1, *, keepdims=False, backend=None):
 
     float32 and float16 input give float32 and float16 results (computed in
     float64 from the pair); integers and bool become float64. -inf for a row of
-    only -inf (or an empty axis), +inf with a +inf, NaN with a NaN.
+    only -inf (or an empty axis), +inf with a +inf, NaN with a NaN. A finite float64
+    row whose pair saturates (|max| > DBL_MAX ln 2, see sum_exp_pair) is computed
+    again from x, as max + log(sum(exp(x - max))).
     """
     mantissa, exponent, result_dtype = reduce_rows("sum_exp_pair", x, axis, backend)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         value = np.log(mantissa) + np.where(mantissa == 0, 0.0, exponent) * math.log(2)
+        if result_dtype == np.float64:
+            value = _with_saturated_rows(value, mantissa, x, axis)
         result = value.astype(result_dtype)
     if keepdims and np.ndim(x) > 0:
         result = np.expand_dims(result, axis)
     return result
+
+
+def _with_saturated_rows(value, mantissa, x, axis):
+    """value, with the rows whose pair saturated computed from x: finite float64 rows with
+    |max| > DBL_MAX ln 2, whose sum no pair holds but whose logsumexp is a double. Rows with
+    a +inf, of only -inf, or empty have the same pairs, (inf, 0) or (0, -inf), and keep
+    their values."""
+    candidates = (mantissa == np.inf) | (mantissa == 0)
+    if not candidates.any():
+        return value
+    x = np.asarray(x)
+    rows = (x.reshape(1) if x.ndim == 0 else np.moveaxis(x, axis, -1))[candidates]
+    if rows.shape[-1] == 0:
+        return value
+    top = rows.max(axis=-1)  # NaN-free: a NaN row has a NaN mantissa
+    direct = top + np.log(np.exp(rows - top[:, None]).sum(axis=-1))  # x - top may overflow to -inf: exp is 0
+    value = np.array(value)
+    value[candidates] = np.where(np.isfinite(top), direct, value[candidates])
+    return value
