@@ -6,7 +6,3 @@ SML_INLINE int64_t unaligned_head(const float *p, int64_t n) {
     const int64_t head = (int64_t)((-(uintptr_t)p) % (VF_LANES * sizeof(float))) / (int64_t)sizeof(float);
     return head < n ? head : n;
 }
-
-/* Whether p is a multiple of sizeof(float): only then can a head of whole
- * floats bring it to a vector-aligned address (non-temporal stores need one). */
-SML_INLINE int float_aligned(const float *p) { return (uintptr_t)p % sizeof(float) == 0; }

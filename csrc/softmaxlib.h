@@ -9,7 +9,10 @@
  *   - `rows` contiguous rows of `n` float32 each, row r at x + r*n, result at
  *     y + r*n; y may be x itself (in place), any other overlap is undefined;
  *   - single-threaded, reentrant, no global state;
- *   - reads and writes nothing outside [x, x + rows*n) and [y, y + rows*n).
+ *   - reads and writes nothing outside [x, x + rows*n) and [y, y + rows*n);
+ *   - every array at a multiple of its element size, as C requires (NumPy
+ *     arrays need not be: softmaxlib/_registry.py passes aligned copies), and
+ *     no other alignment assumed.
  */
 
 /* CPU features, detected with CPUID and XGETBV (OS support of the register

@@ -145,13 +145,11 @@ SML_INLINE void store_output(float *y, vf v, int stream) {
 /* Pass 2 over a row: an aligned head, trips of OUTPUT_UNROLL vectors, single
  * vectors, a tail.  stream = 1 writes y with non-temporal stores, which skip
  * the read for ownership of every output line (3 instead of 4 memory transfers
- * per element) but need aligned addresses: the head then aligns y, not x.  A y
- * that is not even float-aligned (NumPy allows it) can never be aligned by a
- * head, so it is written with ordinary stores. */
+ * per element) but need aligned addresses: the head then aligns y, not x (y
+ * is float-aligned, see csrc/softmaxlib.h). */
 SML_INLINE void write_two_pass_output(const float *x, float *y, int64_t n, float a, float b, float c, float d,
                                       int log_output, int stream) {
     const vf va = vf_set1(a), vb = vf_set1(b), vc = vf_set1(c), vd = vf_set1(d);
-    stream = stream && float_aligned(y);
     int64_t i = stream ? unaligned_head(y, n) : unaligned_head(x, n);
     if (i > 0) vf_store_tail(y, i, pass2_vector(vf_load_tail(x, i, 0.0f), va, vb, vc, vd, log_output));
     for (; i + OUTPUT_UNROLL * VF_LANES <= n; i += OUTPUT_UNROLL * VF_LANES)

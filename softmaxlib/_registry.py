@@ -171,11 +171,34 @@ QUANT_OPERATIONS = {
 BACKENDS = _dispatch.ALL_BACKENDS
 
 
+def _aligned(*arrays):
+    """Whether every array starts at a multiple of its item size (None counts as aligned)."""
+    return all(array is None or array.flags.aligned for array in arrays)
+
+
+def _run_realigned(run, arguments, outputs):
+    """run(*arguments) with every misaligned array replaced by an aligned copy, and the outputs
+    (indices into arguments) copied back. NumPy allows arrays at any byte offset, but C may read
+    a float or double only at a multiple of its size (UBSan aborts on the others, and non-temporal
+    stores need it); such arrays are rare, so a copy costs less than a second code path."""
+    arguments = list(arguments)
+    given = {index: arguments[index] for index in outputs}
+    for index, argument in enumerate(arguments):
+        if isinstance(argument, np.ndarray) and not argument.flags.aligned:
+            arguments[index] = np.empty_like(argument) if index in outputs else argument.copy()
+    run(*arguments)
+    for index, output in given.items():
+        if arguments[index] is not output:
+            output[...] = arguments[index]
+
+
 def _c_row_binding(c_function, c_streaming=None):
     ffi = _dispatch.ffi
     stream_above = _dispatch.STREAM_ABOVE_BYTES
 
     def run(x, y):
+        if not _aligned(x, y):
+            return _run_realigned(run, (x, y), outputs=(1,))
         function = c_streaming if c_streaming is not None and y.nbytes > stream_above else c_function
         function(x.shape[0], x.shape[1], ffi.from_buffer("float[]", x),
                  ffi.from_buffer("float[]", y, require_writable=True))
@@ -187,6 +210,8 @@ def _c_pair_binding(c_function):
     ffi = _dispatch.ffi
 
     def run(x, mantissa, exponent):
+        if not _aligned(x, mantissa, exponent):
+            return _run_realigned(run, (x, mantissa, exponent), outputs=(1, 2))
         c_function(x.shape[0], x.shape[1], ffi.from_buffer("float[]", x),
                    ffi.from_buffer("double[]", mantissa, require_writable=True),
                    ffi.from_buffer("double[]", exponent, require_writable=True))
@@ -198,6 +223,8 @@ def _c_loss_binding(c_function):
     ffi = _dispatch.ffi
 
     def run(x, labels, ignore_index, grad_scale, losses, grad):
+        if not _aligned(x, labels, losses, grad):
+            return _run_realigned(run, (x, labels, ignore_index, grad_scale, losses, grad), outputs=(4, 5))
         c_function(x.shape[0], x.shape[1], ffi.from_buffer("float[]", x), ffi.from_buffer("int64_t[]", labels),
                    ignore_index, grad_scale, ffi.from_buffer("double[]", losses, require_writable=True),
                    ffi.NULL if grad is None else ffi.from_buffer("float[]", grad, require_writable=True))
@@ -259,12 +286,17 @@ def _c_quant_binding(name, c_function):
         return (ffi.from_buffer("int32_t[]", tables.table), ffi.from_buffer("float[]", tables.midpoints),
                 int(tables.single_compare), tables.zero_code)
 
+    # The tables are built by softmaxlib/_codebooks.py, aligned; the arrays may not be (_run_realigned).
     if name == "codes_of_scaled":
         def run(y, tables, q):
+            if not _aligned(y):
+                return _run_realigned(run, (y, tables, q), outputs=(2,))
             c_function(y.size, ffi.from_buffer("float[]", y), *tables_arguments(tables),
                        ffi.from_buffer("uint8_t[]", q, require_writable=True))
     elif name == "quantize_blockwise":
         def run(x, blocksize, tables, q, absmax):
+            if not _aligned(x, absmax):
+                return _run_realigned(run, (x, blocksize, tables, q, absmax), outputs=(3, 4))
             c_function(x.size, ffi.from_buffer("float[]", x), blocksize, *tables_arguments(tables),
                        ffi.from_buffer("uint8_t[]", q, require_writable=True),
                        ffi.from_buffer("float[]", absmax, require_writable=True))
@@ -272,6 +304,8 @@ def _c_quant_binding(name, c_function):
         stream_above = _dispatch.STREAM_ABOVE_BYTES  # as the two-pass kernels
 
         def run(q, absmax, blocksize, code, out):
+            if not _aligned(absmax, code, out):
+                return _run_realigned(run, (q, absmax, blocksize, code, out), outputs=(4,))
             c_function(q.size, ffi.from_buffer("uint8_t[]", q), ffi.from_buffer("float[]", absmax), blocksize,
                        ffi.from_buffer("float[]", code), ffi.from_buffer("float[]", out, require_writable=True),
                        int(out.nbytes > stream_above))
