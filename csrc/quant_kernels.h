@@ -12,7 +12,10 @@
  * midpoint (single_compare; softmaxlib/_codebooks.py explains the keys).
  * Other codebooks take a binary search per element.  A NaN y (from a NaN or
  * inf with nonfinite="propagate") gets the zero code either way.
- * dequantize: code[q] * absmax of q's block. */
+ * Blocks with absmax above 2^126, whose reciprocal is subnormal, scale in
+ * double (codes_of_huge_block), so that flush-to-zero cannot zero them.
+ * dequantize: code[q] * absmax of q's block; NaN for a block whose absmax is
+ * not finite. */
 #include <math.h>
 #include <string.h>
 #include "row_layout.h"
@@ -32,18 +35,22 @@ static uint8_t code_by_search(float y, const float *midpoints, uint8_t zero_code
     return (uint8_t)low;
 }
 
+/* The code of one scaled value by one lookup in the bucket table (exact for
+ * single_compare codebooks). */
+SML_INLINE uint8_t code_by_lookup(float y, const int32_t *table) {
+    uint32_t bits;
+    memcpy(&bits, &y, sizeof bits);
+    const int32_t entry = table[bits >> 16];
+    const uint32_t key = (bits ^ (uint32_t)((int32_t)bits >> 31)) & 0xFFFF;
+    return (uint8_t)((entry & 0xFF) + (key > (uint32_t)((entry >> 8) & 0xFFFF)));
+}
+
 /* The codes of one vector of scaled values by scalar lookups (for ISAs whose
  * gathers are slower than that, see VF_FAST_GATHER in vec_<isa>.h). */
 SML_INLINE void codes_by_scalar_lookups(vf y, const int32_t *table, uint8_t *q) {
     float values[VF_LANES];
     vf_store(values, y);
-    for (int k = 0; k < VF_LANES; k++) {
-        uint32_t bits;
-        memcpy(&bits, &values[k], sizeof bits);
-        const int32_t entry = table[bits >> 16];
-        const uint32_t key = (bits ^ (uint32_t)((int32_t)bits >> 31)) & 0xFFFF;
-        q[k] = (uint8_t)((entry & 0xFF) + (key > (uint32_t)((entry >> 8) & 0xFFFF)));
-    }
+    for (int k = 0; k < VF_LANES; k++) q[k] = code_by_lookup(values[k], table);
 }
 
 /* q[i] = the code of x[i] * scale, for i < n. */
@@ -89,6 +96,35 @@ static float block_absmax(const float *x, int64_t n) {
     return m;
 }
 
+/* Above this absmax m, fl32(1/m) is subnormal: flush-to-zero would make it 0
+ * (every code the zero code), and denormals-are-zero would read it as 0. */
+#define SUBNORMAL_RECIPROCAL_ABOVE 0x1p126f
+/* Adding and subtracting it rounds a double below 2^-126 to a multiple of
+ * 2^-149, the spacing of float subnormals: the sum lies in [2^-97, 2^-96),
+ * whose double spacing is 2^-149, with ties to even (this constant is an even
+ * multiple of 2^-149), and the subtraction is exact. */
+#define SUBNORMAL_GRID_ROUNDER 0x1.8p-97
+
+/* q[i] = the code of x[i] * fl32(1/m), bit for bit as the float path computes
+ * it without FTZ/DAZ, for a block with absmax m > 2^126 (or inf), without
+ * ever forming a subnormal float.  g = fl32(1/m) is obtained in double: 1/m
+ * rounded to double, then to the subnormal grid.  That double rounding is
+ * the single one: 1/m is never a midpoint of the grid (that needs m = 2^150 /
+ * an odd integer), and it lies more than 2^-174 from one (the distance is
+ * |2^150 - odd * m| / (m * 2^150), whose numerator is a non-zero multiple of
+ * ulp(m) > m * 2^-24), while the double quotient is within 2^-180 of 1/m;
+ * tests/test_quant_defects.py also checks every float m in [2^126, FLT_MAX].  x * g is exact in double (24 by at most 23 bits), so
+ * converting it rounds once, as the float multiply does.  An inf m gives g =
+ * 0, as 1/inf does.  Rare blocks: scalar code. */
+static void codes_of_huge_block(const float *x, int64_t n, float m, const int32_t *table, const float *midpoints,
+                                int single_compare, uint8_t zero_code, uint8_t *q) {
+    const double g = (1.0 / (double)m + SUBNORMAL_GRID_ROUNDER) - SUBNORMAL_GRID_ROUNDER;
+    for (int64_t i = 0; i < n; i++) {
+        const float y = (float)((double)x[i] * g);
+        q[i] = single_compare ? code_by_lookup(y, table) : code_by_search(y, midpoints, zero_code);
+    }
+}
+
 void SML_ISA_SUFFIX(sml_u8_codes_of_scaled)(int64_t n, const float *y, const int32_t *table, const float *midpoints,
                                             int single_compare, uint8_t zero_code, uint8_t *q) {
     codes_of_scaled_block(y, n, 1.0f, table, midpoints, single_compare, zero_code, q);
@@ -101,8 +137,11 @@ void SML_ISA_SUFFIX(sml_u8_quantize_blockwise)(int64_t n, const float *x, int64_
         const int64_t count = n - start < blocksize ? n - start : blocksize;
         const float m = block_absmax(x + start, count);
         absmax[b] = m;
-        codes_of_scaled_block(x + start, count, m > 0.0f ? 1.0f / m : 0.0f, table, midpoints, single_compare,
-                              zero_code, q + start);
+        if (m > SUBNORMAL_RECIPROCAL_ABOVE)
+            codes_of_huge_block(x + start, count, m, table, midpoints, single_compare, zero_code, q + start);
+        else
+            codes_of_scaled_block(x + start, count, m > 0.0f ? 1.0f / m : 0.0f, table, midpoints, single_compare,
+                                  zero_code, q + start);
     }
 }
 
@@ -114,14 +153,15 @@ SML_INLINE vf dequantized_vector(const vf_table256 *table, vi codes, vf scale) {
  * with a masked head up to the first aligned address of its output), for
  * outputs larger than the cache: they skip the read for ownership of every
  * output line.  The caller's stream is a request, honoured where the ISA's
- * VF_DEQUANTIZE_STREAMS says it pays and where out is float-aligned (a head
- * cannot align a misaligned out). */
+ * VF_DEQUANTIZE_STREAMS says it pays. */
 SML_INLINE void dequantize_blocks(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
                                   const float *code, float *out, int stream) {
     const vf_table256 table = vf_table256_load(code);
     for (int64_t start = 0, b = 0; start < n; start += blocksize, b++) {
         const int64_t count = n - start < blocksize ? n - start : blocksize;
-        const vf scale = vf_set1(absmax[b]);
+        /* A non-finite absmax (nonfinite="propagate") makes the whole block NaN:
+         * inf times a non-zero code (maps without a zero code) would be +-inf. */
+        const vf scale = vf_set1(isfinite(absmax[b]) ? absmax[b] : NAN);
         const uint8_t *block = q + start;
         float *y = out + start;
         int64_t i = stream ? unaligned_head(y, count) : 0;
@@ -138,6 +178,6 @@ SML_INLINE void dequantize_blocks(int64_t n, const uint8_t *q, const float *absm
 
 void SML_ISA_SUFFIX(sml_u8_dequantize_blockwise)(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
                                                  const float *code, float *out, int stream) {
-    if (stream && VF_DEQUANTIZE_STREAMS && float_aligned(out)) dequantize_blocks(n, q, absmax, blocksize, code, out, 1);
+    if (stream && VF_DEQUANTIZE_STREAMS) dequantize_blocks(n, q, absmax, blocksize, code, out, 1);
     else dequantize_blocks(n, q, absmax, blocksize, code, out, 0);
 }

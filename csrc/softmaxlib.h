@@ -105,7 +105,8 @@ void sml_f32_stablemax_cross_entropy__avx512(int64_t rows, int64_t n, const floa
  * codes_of_scaled: q[i] = the code of y[i] (already scaled by 1/absmax).
  * quantize_blockwise: absmax per block of blocksize (the last partial), and
  *   q[i] = the code of x[i] * (1/absmax of its block).
- * dequantize_blockwise: out[i] = code[q[i]] * absmax of its block; stream = 1
+ * dequantize_blockwise: out[i] = code[q[i]] * absmax of its block (NaN for a
+ *   block whose absmax is not finite); stream = 1
  *   asks for non-temporal stores (softmaxlib asks above half the last-level
  *   cache; the AVX2 kernel declines, where they measured slower). */
 void sml_u8_codes_of_scaled__avx2(int64_t n, const float *y, const int32_t *table, const float *midpoints,

@@ -133,7 +133,8 @@ def check_code(code):
     if array.shape != (CODES,):
         raise ValueError(f"code must hold {CODES} values (shape ({CODES},)), not shape {array.shape}")
     if not np.isfinite(array).all():
-        raise ValueError("code must be finite")
+        where = int(np.flatnonzero(~np.isfinite(array))[0])
+        raise ValueError(f"code must be finite: code[{where}] = {array[where]}")
     if np.any(array[1:] < array[:-1]):
         where = int(np.flatnonzero(array[1:] < array[:-1])[0])
         raise ValueError(f"code must be sorted: code[{where}] = {array[where]} > code[{where + 1}] = {array[where + 1]}")

@@ -31,6 +31,8 @@ EXP_C1_MINUS_1 = f32(float.fromhex("0x1.18C656p-25"))
 EXP_CUTOFF = f32(-float.fromhex("0x1.5D589Ep+6"))
 FLT_MIN = f32(float.fromhex("0x1p-126"))
 MIN_SCALE_EXPONENT = f32(-127.0)
+MIN_NORMAL_EXPONENT = f32(-126.0)
+SCALE_FLOOR = f32(-100.0)  # pair scaling drops terms below 2^-100 of the 2^0 they sit next to, as SML_SCALE_FLOOR
 X_CLAMP = f32(2.0**20)  # two-pass: exp(max(x, -X_CLAMP)), as in csrc/two_pass_kernels.h
 EXPONENT_LIMIT = 1.5e6  # two-pass: pairs with |E| above it take the exact path
 SHIFT_HEADROOM = f32(32.0)  # reload_exact, as in csrc/three_pass_kernels.h
@@ -71,14 +73,16 @@ def exp_mantissa_block(t, p, n):
 
 
 @njit(cache=True, nogil=True)
-def scale_pow2_block(p, d, out, bits):
-    """out = p * 2^d for integral d <= 0, as vf_scale_pow2 on AVX2: 2^d built in the
-    exponent field of `bits` (read back through a float32 view), d clamped at -127,
-    whose field 0 gives +0. Branch-free, so LLVM vectorizes it."""
+def scale_pow2_block(p, d, out, bits, floor):
+    """out = p * 2^d for integral d <= 32, +0 where d is below floor (>= -126) or NaN, as
+    vf_scale_pow2 in C: 2^d built in the exponent field of `bits` (read back through a float32
+    view). For an exp mantissa p, nothing subnormal is formed (a subnormal result costs Intel
+    cores a microcode assist). Branch-free, so LLVM vectorizes it."""
     two_to_d = bits.view(np.float32)
     for i in range(p.size):
-        di = d[i] if d[i] >= MIN_SCALE_EXPONENT else MIN_SCALE_EXPONENT
-        bits[i] = (np.int32(di) + np.int32(127)) << np.int32(23)
+        kept = d[i] >= floor
+        di = d[i] if kept else floor
+        bits[i] = ((np.int32(di) + np.int32(127)) << np.int32(23)) if kept else np.int32(0)
     for i in range(p.size):
         out[i] = p[i] * two_to_d[i]
 
@@ -87,14 +91,16 @@ def scale_pow2_block(p, d, out, bits):
 def exp_nonpositive_block(t, e, bits):
     """e[i] = exp(t[i]) for t <= 0 or NaN, as vf_exp_nonpositive in C.
 
-    +0 below EXP_CUTOFF (and for -inf), NaN stays NaN. The exp of t below the
-    cutoff is computed with n clamped to -126 and then replaced by 0, which
-    keeps the loops branch-free.
+    +0 below EXP_CUTOFF (and for -inf), NaN stays NaN. Below the cutoff p is
+    multiplied by +0 (no subnormal product), and the result then replaced by 0
+    (p of -inf is NaN), which keeps the loops branch-free.
     """
     p = np.empty(t.size, f32)
     n = np.empty(t.size, f32)
     exp_mantissa_block(t, p, n)
-    scale_pow2_block(p, n, e, bits)
+    for i in range(t.size):
+        n[i] = MIN_SCALE_EXPONENT if t[i] < EXP_CUTOFF else n[i]
+    scale_pow2_block(p, n, e, bits, MIN_NORMAL_EXPONENT)
     for i in range(t.size):
         e[i] = ZERO if t[i] < EXP_CUTOFF else e[i]
 
@@ -189,13 +195,13 @@ def three_pass_rows_f32(x, y, reload, log_output):
         elif reload:
             inverse_sum = f32(1.0 / total)
             for i in range(n):
-                out[i] = flush_below_flt_min(out[i] * inverse_sum)
+                out[i] = split_product_flushed(out[i], inverse_sum, ZERO)
         else:
             inverse_sum = f32(1.0 / total)
             for start in range(0, n, BLOCK):
                 k = shifted_exp_block(row, start, min(start + BLOCK, n), m, shifted, e, bits)
                 for i in range(k):
-                    out[start + i] = flush_below_flt_min(e[i] * inverse_sum)
+                    out[start + i] = split_product_flushed(e[i], inverse_sum, ZERO)
 
 
 @njit(cache=True, nogil=True)
@@ -225,6 +231,51 @@ def three_pass_rows_f64(x, y, reload, log_output):
                 out[i] = (out[i] if reload else math.exp(row[i] - m)) * inverse_sum
 
 
+FLT_MIN_F64 = 2.0**-126
+SUBNORMAL_GRID = 2.0**-97  # adding it rounds a double below 2^-126 to a multiple of 2^-149
+JUST_BELOW_ROUNDING_UP = FLT_MIN_F64 - 2.0**-150  # from here a float32 result rounds up to FLT_MIN
+OUTPUT_SCALE = 2.0**64
+FLT_MIN_SCALED = f32(2.0**-62)
+INVERSE_OUTPUT_SCALE = f32(2.0**-64)
+
+
+@njit(cache=True, nogil=True)
+def scale_pow2_flushed(v, d):
+    """v * 2^d flushed below FLT_MIN (NaN kept), as vf_scale_pow2_flushed on AVX2 (+0 for d below
+    -126), in float64, where the product is exact and normal: no float32 subnormal is formed."""
+    if d < MIN_NORMAL_EXPONENT:
+        return ZERO if v == v else v
+    return flushed_to_float32(math.ldexp(np.float64(v), int(d)))
+
+
+@njit(cache=True, nogil=True)
+def flushed_to_float32(value):
+    """A float64 value (at least 2^-190 unless 0, or NaN) rounded once to float32 and flushed below
+    FLT_MIN, without forming a float32 subnormal, as in csrc/three_pass_kernels.h: rounded times
+    2^64, and scaled back after the lanes below FLT_MIN (times 2^64) are settled from the exact
+    value. (LLVM evaluates both arms of a select, so no arm may hold a subnormal either.)"""
+    scaled = f32(value * OUTPUT_SCALE)
+    rounded_up = FLT_MIN_SCALED if value >= JUST_BELOW_ROUNDING_UP else ZERO
+    return (scaled if not scaled < FLT_MIN_SCALED else rounded_up) * INVERSE_OUTPUT_SCALE
+
+
+@njit(cache=True, nogil=True)
+def split_product_flushed(s, high, low):
+    """The float32 FMA s * high + (s * low), flushed below FLT_MIN (NaN kept), as the C kernel
+    computes it, in float64 so that no float32 subnormal is formed and FTZ/DAZ cannot change it:
+    s * low is rounded as the float32 product was (to the subnormal grid where that is below
+    FLT_MIN), and the sum is exact in float64 (at most 49 bits), so one rounding remains. Its
+    result rounds to FLT_MIN exactly when it is at least 2^-126 - 2^-150."""
+    s = np.float64(s)
+    low_product = s * np.float64(low)
+    grid = SUBNORMAL_GRID if low_product >= 0.0 else -SUBNORMAL_GRID
+    on_subnormal_grid = (low_product + grid) - grid
+    magnitude = abs(low_product)
+    rounded = np.float64(f32(low_product * OUTPUT_SCALE)) / OUTPUT_SCALE  # the float32 rounding, never subnormal
+    low_product = on_subnormal_grid if magnitude < FLT_MIN_F64 else rounded
+    return flushed_to_float32(s * np.float64(high) + low_product)
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def reload_exact_rows_f32(x, y):
     """Softmax by three-pass reload with exp(x - max) = p * 2^(n - n_max), as
@@ -249,13 +300,13 @@ def reload_exact_rows_f32(x, y):
             clamped_exp_mantissa_block(row, start, k, clamped, p, n)
             for i in range(k):
                 n[i] -= shift
-            scale_pow2_block(p[:k], n[:k], out[start:start + k], bits[:k])
+            scale_pow2_block(p[:k], n[:k], out[start:start + k], bits[:k], SCALE_FLOOR)
             total += sum_f64(out[start:start + k], k)
         inverse = 1.0 / total
         high = f32(inverse)
         low = f32(inverse - high)
         for i in range(row.size):
-            out[i] = flush_below_flt_min(out[i] * high + out[i] * low)  # one FMA, as in C
+            out[i] = split_product_flushed(out[i], high, low)
 
 
 @njit(cache=True, nogil=True)
@@ -265,7 +316,11 @@ def pairs_usable(mantissa, exponent):
 
 @njit(cache=True, nogil=True)
 def sum_exp_pair_exact(row):
-    """(mantissa, exponent) of sum exp(row) in float64, as sum_exp_pair_exact in C."""
+    """(mantissa, exponent) of sum exp(row) in float64, as sum_exp_pair_exact in C.
+
+    A finite float64 row with |max| > DBL_MAX ln 2 (about 1.246e308) has log2 of its sum
+    beyond every double, so no pair holds it: the pair saturates as a float would, to
+    (inf, 0) above and (0, -inf) below (float32 rows never get there)."""
     top = -np.inf
     for v in row:
         if v != v:
@@ -275,10 +330,12 @@ def sum_exp_pair_exact(row):
         return np.inf, 0.0
     if top == -np.inf:
         return 0.0, -np.inf
+    scaled = top * 1.4426950408889634  # log2(e)
+    if abs(scaled) == np.inf:
+        return (np.inf, 0.0) if top > 0.0 else (0.0, -np.inf)
     total = 0.0
     for v in row:
         total += math.exp(np.float64(v) - top)
-    scaled = top * 1.4426950408889634  # log2(e)
     exponent = np.floor(scaled)
     return total * 2.0 ** (scaled - exponent), exponent
 
@@ -306,10 +363,13 @@ def sum_exp_pair_vector(row, clamped, p, n, scaled, bits):
             top = n[i] if n[i] > top else top
         for i in range(k):
             n[i] -= top
-        scale_pow2_block(p[:k], n[:k], scaled[:k], bits[:k])
+        scale_pow2_block(p[:k], n[:k], scaled[:k], bits[:k], SCALE_FLOOR)
         block_sum = sum_f64(scaled, k)
         new_exponent = max(exponent, np.float64(top))
-        mantissa = mantissa * 2.0 ** max(exponent - new_exponent, -1100.0) + block_sum * 2.0 ** (top - new_exponent)
+        # One of the two terms is at least 0.7: the other vanishes next to it below 2^-1000,
+        # which keeps it normal (as vpair_fold_half in C).
+        mantissa = (mantissa * 2.0 ** max(exponent - new_exponent, -1000.0)
+                    + block_sum * 2.0 ** max(np.float64(top) - new_exponent, -1000.0))
         exponent = new_exponent
     return mantissa, exponent
 
@@ -368,11 +428,7 @@ def two_pass_rows_f32(x, y, log_output):
             k = min(BLOCK, row.size - start)
             clamped_exp_mantissa_block(row, start, k, clamped, p, n)
             for i in range(k):
-                p[i] = p[i] * high + p[i] * low  # one FMA, as in C
-                n[i] -= top
-            scale_pow2_block(p[:k], n[:k], scaled[:k], bits[:k])
-            for i in range(k):
-                out[start + i] = flush_below_flt_min(scaled[i])
+                out[start + i] = scale_pow2_flushed(p[i] * high + p[i] * low, n[i] - top)  # one FMA, as in C
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -481,7 +537,12 @@ def stablemax_rows_f32(x, y, log_output):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def stablemax_rows_f64(x, y, log_output):
-    """StableMax or log-StableMax in float64 (subnormal outputs kept, as every float64 kernel)."""
+    """StableMax or log-StableMax in float64 (subnormal outputs kept, as every float64 kernel).
+
+    s of a finite x is at most DBL_MAX (x + 1 rounds to x there), but a sum of them can
+    overflow: such a row is summed again as s * 2^-64, which no finite row overflows
+    (n < 2^63), and s / sum = (s * 2^-64) / (sum * 2^-64) exactly. A row whose scaled sum
+    still overflows holds a +inf: it takes the limit, the +inf sharing the mass."""
     for r in range(x.shape[0]):
         row, out = x[r], y[r]
         if row.size == 0:
@@ -489,17 +550,23 @@ def stablemax_rows_f64(x, y, log_output):
         total = 0.0
         for v in row:
             total += v + 1.0 if v >= 0.0 else 1.0 / (1.0 - v)
+        scale, log_scale = 1.0, 0.0
         if total == np.inf:
-            infinite_row(row, out, log_output)
-            continue
-        log_sum = math.log(total) if total > 0.0 else (-np.inf if total == 0.0 else np.nan)
+            scale, log_scale = 2.0**-64, -64 * 0.6931471805599453  # ln 2
+            total = 0.0
+            for v in row:
+                total += (v + 1.0 if v >= 0.0 else 1.0 / (1.0 - v)) * scale
+            if total == np.inf:
+                infinite_row(row, out, log_output)
+                continue
+        log_sum = (math.log(total) if total > 0.0 else (-np.inf if total == 0.0 else np.nan)) - log_scale
         for i in range(row.size):
             v = row[i]
             s = v + 1.0 if v >= 0.0 else 1.0 / (1.0 - v)
             if log_output:
                 out[i] = (math.log(s) if s > 0.0 else (-np.inf if s == 0.0 else np.nan)) - log_sum
             else:
-                out[i] = s / total if total != 0.0 else np.nan
+                out[i] = s * scale / total if total != 0.0 else np.nan
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -507,7 +574,8 @@ def stablemax_cross_entropy_rows(x, labels, ignore_index, losses, grad, grad_sca
     """StableMax cross-entropy of each row of x (float32 or float64), accumulated in float64:
     loss = log(sum s) - log s(x_label). With want_grad, grad = grad_scale * (p - onehot) / (1 + |x|),
     p = s / sum: one reduction and one elementwise sweep per row. Rows labelled ignore_index
-    give loss 0 and gradient 0. Rows with +inf take the limit (the +inf share the mass)."""
+    give loss 0 and gradient 0. Rows with +inf take the limit (the +inf share the mass). A finite
+    float64 row whose sum overflows is summed again as s * 2^-64, as in stablemax_rows_f64."""
     for r in range(x.shape[0]):
         row = x[r]
         label = labels[r]
@@ -522,7 +590,14 @@ def stablemax_cross_entropy_rows(x, labels, ignore_index, losses, grad, grad_sca
             xv = np.float64(v)
             total += xv + 1.0 if xv >= 0.0 else 1.0 / (1.0 - xv)
             infinities += xv == np.inf
-        if total == np.inf and infinities > 0:  # the limit: the +inf share the mass
+        scale, log_scale = 1.0, 0.0
+        if total == np.inf and infinities == 0:
+            scale, log_scale = 2.0**-64, -64 * 0.6931471805599453  # ln 2
+            total = 0.0
+            for v in row:
+                xv = np.float64(v)
+                total += (xv + 1.0 if xv >= 0.0 else 1.0 / (1.0 - xv)) * scale
+        if total == np.inf:  # the limit: the +inf share the mass
             chosen = 1.0 / infinities if row[label] == np.inf else 0.0
             losses[r] = -math.log(chosen) if chosen > 0.0 else np.inf
             if want_grad:
@@ -534,11 +609,12 @@ def stablemax_cross_entropy_rows(x, labels, ignore_index, losses, grad, grad_sca
             continue
         xc = np.float64(row[label])
         s_label = xc + 1.0 if xc >= 0.0 else 1.0 / (1.0 - xc)
-        losses[r] = math.log(total) - math.log(s_label) if s_label > 0.0 else (np.inf if total > 0 else np.nan)
+        log_sum = math.log(total) - log_scale
+        losses[r] = log_sum - math.log(s_label) if s_label > 0.0 else (np.inf if total > 0 else np.nan)
         if want_grad:
             for i in range(row.size):
                 xv = np.float64(row[i])
-                p = (xv + 1.0 if xv >= 0.0 else 1.0 / (1.0 - xv)) / total
+                p = (xv + 1.0 if xv >= 0.0 else 1.0 / (1.0 - xv)) * scale / total
                 onehot = 1.0 if i == label else 0.0
                 grad[r, i] = grad_scale * (p - onehot) / (1.0 + abs(xv))
 
@@ -552,6 +628,11 @@ def stablemax_cross_entropy(x, labels, ignore_index, grad_scale, losses, grad):
 
 # ------------------------------------------------------------------ 8-bit block-wise quantization
 
+# Above this absmax m, fl32(1/m) is subnormal; adding and subtracting the rounder rounds a
+# double below 2^-126 to the float subnormal grid (csrc/quant_kernels.h).
+SUBNORMAL_RECIPROCAL_ABOVE = f32(2.0**126)
+SUBNORMAL_GRID_ROUNDER = 1.5 * 2.0**-97
+NAN32 = f32(np.nan)
 
 
 @njit(cache=True, nogil=True)
@@ -567,6 +648,13 @@ def code_by_search(y, midpoints):
     return low
 
 
+@njit(cache=True, nogil=True)
+def nan_winning_max(a, running):
+    """max(a, running), NaN if either is: a NaN a replaces the running maximum, and a NaN
+    running maximum stays (both comparisons with it are false)."""
+    return a if (a > running) | (a != a) else running
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def block_absmax(x, start, stop):
     """max |x| over x[start:stop]: NaN if any is NaN, else inf if any is infinite."""
@@ -574,14 +662,12 @@ def block_absmax(x, start, stop):
     whole = start + (stop - start) // LANES * LANES
     for i in range(start, whole, LANES):
         for lane in range(LANES):
-            a = abs(x[i + lane])
-            lanes[lane] = a if not a <= lanes[lane] else lanes[lane]  # NaN wins
+            lanes[lane] = nan_winning_max(abs(x[i + lane]), lanes[lane])
     m = ZERO
     for a in lanes:
-        m = a if not a <= m else m
+        m = nan_winning_max(a, m)
     for i in range(whole, stop):
-        a = abs(x[i])
-        m = a if not a <= m else m
+        m = nan_winning_max(abs(x[i]), m)
     return m
 
 
@@ -606,26 +692,35 @@ def codes_of_scaled(y, table, midpoints, single_compare, zero_code, q):
 def quantize_blockwise_f32(x, blocksize, table, midpoints, single_compare, zero_code, q, absmax):
     """q = the code nearest x * (1/absmax) per block (ties to the lower code), absmax per block,
     as csrc/quant_kernels.h. An all-zero block (or a NaN absmax) scales by 0; a NaN y (an inf
-    or NaN x with nonfinite="propagate") gets the zero code."""
+    or NaN x with nonfinite="propagate") gets the zero code. A block with absmax m > 2^126,
+    whose fl32(1/m) is subnormal (0 under flush-to-zero), computes the same y in double, as
+    codes_of_huge_block in C explains: g = fl32(1/m) rounded through double, then x * g
+    rounded once."""
     y = np.empty(blocksize, f32)
     for b in range(absmax.size):
         start = b * blocksize
         stop = min(start + blocksize, x.size)
         m = block_absmax(x, start, stop)
         absmax[b] = m
-        inverse = ONE / m if m > ZERO else ZERO
         k = stop - start
-        for i in range(k):
-            y[i] = x[start + i] * inverse
+        if m > SUBNORMAL_RECIPROCAL_ABOVE:
+            g = (1.0 / np.float64(m) + SUBNORMAL_GRID_ROUNDER) - SUBNORMAL_GRID_ROUNDER
+            for i in range(k):
+                y[i] = f32(np.float64(x[start + i]) * g)
+        else:
+            inverse = ONE / m if m > ZERO else ZERO
+            for i in range(k):
+                y[i] = x[start + i] * inverse
         codes_of_scaled(y[:k], table, midpoints, single_compare, zero_code, q[start:stop])
 
 
 @njit(cache=True, nogil=True)
 def dequantize_blockwise_f32(q, code, absmax, blocksize, out):
-    """out = code[q] * absmax of q's block, in float32."""
+    """out = code[q] * absmax of q's block, in float32; NaN for a block whose absmax is not
+    finite (nonfinite="propagate"), as inf times a non-zero code would be +-inf."""
     for b in range(absmax.size):
         start = b * blocksize
         stop = min(start + blocksize, q.size)
-        scale = absmax[b]
+        scale = absmax[b] if math.isfinite(absmax[b]) else NAN32
         for i in range(start, stop):
             out[i] = code[q[i]] * scale

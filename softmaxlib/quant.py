@@ -12,8 +12,13 @@ Dequantizing gives code[q] * absmax in float32, so exact zeros come back as exac
 
 Non-finite input: by default a NaN or inf raises ValueError naming the first one. With
 nonfinite="propagate", the block's absmax becomes NaN (a NaN in the block) or inf, the block's
-codes are the zero code where x * (1/absmax) is NaN, and the whole block dequantizes to NaN.
+codes are the zero code where x * (1/absmax) is NaN, and the whole block dequantizes to NaN (a
+non-finite absmax dequantizes its block to NaN, whatever the codes).
+
+Input of any byte order is accepted; the state's dtype, and so the dequantized array, is the
+native one. A QuantState is checked when it is built (docs/quant.md lists the rules).
 """
+import math
 import operator
 from dataclasses import dataclass
 
@@ -30,10 +35,52 @@ NONFINITE = ("raise", "propagate")
 INPUT_DTYPES = (np.float16, np.float32, np.float64)
 
 
+def _native_float_dtype(dtype):
+    """float16, float32 or float64 in native byte order, for any byte order of them (results
+    are native, as softmax's); None for any other dtype."""
+    if dtype.kind != "f":
+        return None
+    native = dtype.newbyteorder("=")
+    return native if native in [np.dtype(d) for d in INPUT_DTYPES] else None
+
+
+def _exactly_float32(values, name):
+    """values as a C-contiguous float32 array. Other floating dtypes are converted only when
+    float32 holds every value exactly (NaN included): rounding would make dequantize compute
+    with other numbers than the state's."""
+    array = np.asarray(values)
+    if array.dtype.kind != "f":
+        raise TypeError(f"the state's {name} must be a float32 array, not dtype {array.dtype}")
+    with np.errstate(over="ignore"):
+        converted = np.ascontiguousarray(array, dtype=np.float32)
+    lost = (converted != array) & ~(np.isnan(converted) & np.isnan(array))
+    if lost.any():
+        where = np.unravel_index(int(np.flatnonzero(lost)[0]), array.shape)
+        raise ValueError(f"the state's {name} must be float32: {name}[{', '.join(map(str, where))}] = "
+                         f"{array[where]} ({array.dtype}) is not a float32 value")
+    return converted
+
+
+def _check_shape(shape):
+    try:
+        dims = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"the state's shape must be a tuple of integers, not {shape!r}") from None
+    if any(d < 0 for d in dims):
+        raise ValueError(f"the state's shape must hold non-negative integers, not {dims}")
+    return dims
+
+
 @dataclass(frozen=True)
 class QuantState:
     """What dequantize_blockwise needs besides the codes: absmax (float32, one per block), the
-    codebook (256 float32), the block size, and the shape and dtype of the quantized array."""
+    codebook (256 float32), the block size, and the shape and dtype of the quantized array.
+
+    Checked and normalized when built, so that every state the kernels see is valid: absmax
+    and code of another floating dtype are converted to float32 if that is exact (else
+    ValueError), absmax must have one value per block, each >= 0 (inf included) or NaN; code must be 256
+    finite sorted values; dtype float16, float32 or float64, of any byte order (stored native).
+    """
 
     absmax: np.ndarray
     code: np.ndarray
@@ -41,9 +88,44 @@ class QuantState:
     shape: tuple
     dtype: np.dtype
 
+    def __post_init__(self):
+        try:
+            dtype = _native_float_dtype(np.dtype(self.dtype))
+        except TypeError:
+            dtype = None
+        if dtype is None:
+            raise ValueError(f"a QuantState's dtype is float16, float32 or float64, not {self.dtype!r}")
+        shape = _check_shape(self.shape)
+        blocksize = _check_blocksize(self.blocksize)
+        _codebooks.check_code(self.code)  # a floating array of 256 finite sorted values
+        code = _exactly_float32(self.code, "code")
+        absmax = np.asarray(self.absmax)
+        size = math.prod(shape)
+        expected = -(-size // blocksize)
+        if absmax.shape != (expected,):
+            raise ValueError(f"absmax has shape {absmax.shape}, but {size} elements in blocks of {blocksize} "
+                             f"need ({expected},)")
+        absmax = _exactly_float32(absmax, "absmax")
+        if (absmax < 0).any():
+            where = int(np.flatnonzero(absmax < 0)[0])
+            raise ValueError(f"absmax holds max |x| per block (>= 0, or NaN), but absmax[{where}] = "
+                             f"{absmax[where]}")
+        for name, value in (("absmax", absmax), ("code", code), ("blocksize", blocksize), ("shape", shape),
+                            ("dtype", dtype)):
+            object.__setattr__(self, name, value)  # frozen: the normalized fields replace the given ones
+
+    @classmethod
+    def _of_valid_fields(cls, **fields):
+        """A state of fields valid by construction (quantize_blockwise's), without __init__'s
+        checks: they would take longer than quantizing a thousand elements."""
+        state = object.__new__(cls)
+        for name, value in fields.items():
+            object.__setattr__(state, name, value)
+        return state
+
     @property
     def size(self):
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     def as_dict(self):
         """Plain NumPy arrays (for np.savez); from_dict() takes them back."""
@@ -52,22 +134,12 @@ class QuantState:
 
     @classmethod
     def from_dict(cls, state):
-        """The QuantState of as_dict()'s arrays (or np.load of them), checked."""
+        """The QuantState of as_dict()'s arrays (or np.load of them), checked as any QuantState."""
         missing = {"absmax", "code", "blocksize", "shape", "dtype"} - set(state)
         if missing:
             raise ValueError(f"a QuantState needs {', '.join(sorted(missing))}")
-        dtype = np.dtype(str(np.asarray(state["dtype"])))
-        if dtype not in [np.dtype(d) for d in INPUT_DTYPES]:
-            raise ValueError(f"a QuantState's dtype is float16, float32 or float64, not {dtype}")
-        shape = tuple(int(d) for d in np.asarray(state["shape"]).reshape(-1))
-        result = cls(absmax=np.ascontiguousarray(state["absmax"], dtype=np.float32),
-                     code=_codebooks.check_code(state["code"]),
-                     blocksize=_check_blocksize(np.asarray(state["blocksize"]).item()), shape=shape, dtype=dtype)
-        expected = -(-result.size // result.blocksize)
-        if result.absmax.shape != (expected,):
-            raise ValueError(f"absmax has shape {result.absmax.shape}, but {result.size} elements in blocks of "
-                             f"{result.blocksize} need ({expected},)")
-        return result
+        return cls(absmax=state["absmax"], code=state["code"], blocksize=np.asarray(state["blocksize"]).item(),
+                   shape=tuple(np.asarray(state["shape"]).reshape(-1)), dtype=str(np.asarray(state["dtype"])))
 
 
 def _check_blocksize(blocksize):
@@ -98,7 +170,8 @@ def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=Non
                        backend=None):
     """(q, state): uint8 codes of x's shape and the QuantState to dequantize them.
 
-    x: float16, float32 or float64 (computed from its float32 values); code: a sorted codebook
+    x: float16, float32 or float64 of any byte order (computed from its float32 values; the
+    state's dtype is the native one); code: a sorted codebook
     of 256 values (default: create_dynamic_map()); blocksize: 16 to 2^24 elements;
     out / absmax_out: preallocated uint8 array of x's shape / float32 array of ceil(n / blocksize);
     nonfinite: "raise" (ValueError at the first NaN or inf) or "propagate"; backend: as softmax.
@@ -109,9 +182,11 @@ def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=Non
         raise ValueError(f"nonfinite must be one of {', '.join(map(repr, NONFINITE))}, not {nonfinite!r}")
     code = create_dynamic_map() if code is None else _codebooks.check_code(code)
     x = np.asarray(x)
-    if x.dtype not in [np.dtype(d) for d in INPUT_DTYPES]:
-        raise TypeError(f"quantize_blockwise takes float16, float32 or float64 input, not dtype {x.dtype}")
-    flat = np.ascontiguousarray(x.reshape(-1), dtype=np.float32)  # C order, whatever x's layout
+    dtype = _native_float_dtype(x.dtype)
+    if dtype is None:
+        raise TypeError(f"quantize_blockwise takes float16, float32 or float64 input (any byte order), "
+                        f"not dtype {x.dtype}")
+    flat = np.ascontiguousarray(x.reshape(-1), dtype=np.float32)  # C order and native, whatever x's layout
     blocks = -(-flat.size // blocksize)
     q = np.empty(x.shape, np.uint8) if out is None else _writable_out(out, "out", x.shape, np.uint8)
     absmax = np.empty(blocks, np.float32) if absmax_out is None else \
@@ -131,11 +206,15 @@ def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=Non
         q[...] = q_flat.reshape(x.shape)
     if absmax_flat is not absmax:
         absmax[...] = absmax_flat
-    return q, QuantState(absmax=absmax, code=code, blocksize=blocksize, shape=x.shape, dtype=x.dtype)
+    # absmax_flat: absmax, or its contiguous copy when absmax_out is not contiguous (the kernels
+    # read the state's absmax as one buffer)
+    return q, QuantState._of_valid_fields(absmax=absmax_flat, code=code, blocksize=blocksize, shape=x.shape,
+                                          dtype=dtype)
 
 
 def dequantize_blockwise(q, state, *, out=None, backend=None):
-    """code[q] * absmax per block: float32, or state.dtype (rounded from float32) if it is not."""
+    """code[q] * absmax per block: float32, or state.dtype (rounded from float32) if it is not;
+    NaN over a block whose absmax is NaN or inf. The state was checked when it was built."""
     backend = _dispatch.resolve(backend)
     if not isinstance(state, QuantState):
         raise TypeError(f"state must be a QuantState, not {type(state).__name__}")
@@ -144,18 +223,13 @@ def dequantize_blockwise(q, state, *, out=None, backend=None):
         raise TypeError(f"q must be uint8 codes, not dtype {q.dtype}")
     if q.size != state.size:
         raise ValueError(f"q has {q.size} elements, but the state describes {state.size} (shape {state.shape})")
-    expected_blocks = -(-q.size // state.blocksize)
-    if state.absmax.shape != (expected_blocks,):
-        raise ValueError(f"the state's absmax has shape {state.absmax.shape}, but {q.size} elements in blocks of "
-                         f"{state.blocksize} need ({expected_blocks},)")
-    dtype = np.dtype(state.dtype)
+    dtype = state.dtype
     result = np.empty(state.shape, dtype) if out is None else _writable_out(out, "out", state.shape, dtype)
     direct = dtype == np.float32 and result.flags.c_contiguous
     values = result.reshape(-1) if direct else np.empty(q.size, np.float32)
     if q.size:
         _registry.quant_kernel("dequantize_blockwise", backend)(
-            np.ascontiguousarray(q.reshape(-1)), np.ascontiguousarray(state.absmax, dtype=np.float32),
-            state.blocksize, state.code, values)
+            np.ascontiguousarray(q.reshape(-1)), state.absmax, state.blocksize, state.code, values)
     if not direct:
         result[...] = values.reshape(state.shape)
     return result
