@@ -169,6 +169,19 @@ def shifted_exp_block(row, start, stop, m, shifted, e, bits):
 
 
 @njit(cache=True, nogil=True)
+def scale_flushed_block(e, factor, normal_from, out):
+    """out = e * factor flushed below FLT_MIN, as the C kernels' pass 3: the plain products where
+    every e is at least normal_from, else computed in float64 (exact) so that no float32
+    subnormal is formed."""
+    if e.min() >= normal_from:
+        for i in range(e.size):
+            out[i] = e[i] * factor
+    else:
+        for i in range(e.size):
+            out[i] = flushed_to_float32(np.float64(e[i]) * np.float64(factor))
+
+
+@njit(cache=True, nogil=True)
 def three_pass_rows_f32(x, y, reload, log_output):
     shifted = np.empty(BLOCK, f32)
     e = np.empty(BLOCK, f32)
@@ -192,16 +205,16 @@ def three_pass_rows_f32(x, y, reload, log_output):
             log_sum = f32(math.log(total))
             for i in range(n):
                 out[i] = (out[i] if reload else row[i] - m) - log_sum
-        elif reload:
-            inverse_sum = f32(1.0 / total)
-            for i in range(n):
-                out[i] = split_product_flushed(out[i], inverse_sum, ZERO)
         else:
             inverse_sum = f32(1.0 / total)
+            normal_from = 2.0**-125 / inverse_sum  # exps from here give normal outputs
             for start in range(0, n, BLOCK):
-                k = shifted_exp_block(row, start, min(start + BLOCK, n), m, shifted, e, bits)
-                for i in range(k):
-                    out[start + i] = split_product_flushed(e[i], inverse_sum, ZERO)
+                stop = min(start + BLOCK, n)
+                if reload:
+                    scale_flushed_block(out[start:stop], inverse_sum, normal_from, out[start:stop])
+                else:
+                    k = shifted_exp_block(row, start, stop, m, shifted, e, bits)
+                    scale_flushed_block(e[:k], inverse_sum, normal_from, out[start:stop])
 
 
 @njit(cache=True, nogil=True)
@@ -240,12 +253,16 @@ INVERSE_OUTPUT_SCALE = f32(2.0**-64)
 
 
 @njit(cache=True, nogil=True)
-def scale_pow2_flushed(v, d):
-    """v * 2^d flushed below FLT_MIN (NaN kept), as vf_scale_pow2_flushed on AVX2 (+0 for d below
-    -126), in float64, where the product is exact and normal: no float32 subnormal is formed."""
-    if d < MIN_NORMAL_EXPONENT:
-        return ZERO if v == v else v
-    return flushed_to_float32(math.ldexp(np.float64(v), int(d)))
+def scale_pow2_flushed_block(v, d, out, bits):
+    """out = v * 2^d flushed below FLT_MIN (NaN kept), as vf_scale_pow2_flushed on AVX2 (+0 for d
+    below -126), in float64, where the product is exact and normal (2^d built in the exponent
+    field of `bits`, an int64 scratch): no float32 subnormal is formed. Branch-free."""
+    two_to_d = bits.view(np.float64)
+    for i in range(v.size):
+        kept = d[i] >= MIN_NORMAL_EXPONENT
+        bits[i] = ((np.int64(d[i] if kept else MIN_NORMAL_EXPONENT) + np.int64(1023)) << np.int64(52)) if kept else 0
+    for i in range(v.size):
+        out[i] = flushed_to_float32(np.float64(v[i]) * two_to_d[i])
 
 
 @njit(cache=True, nogil=True)
@@ -305,8 +322,16 @@ def reload_exact_rows_f32(x, y):
         inverse = 1.0 / total
         high = f32(inverse)
         low = f32(inverse - high)
-        for i in range(row.size):
-            out[i] = split_product_flushed(out[i], high, low)
+        # Blocks whose every output (and low product) is surely normal take the plain FMA, as in C.
+        normal_from = max(2.0**-125 / high, 2.0**-126 / abs(low) if low != ZERO else 0.0)
+        for start in range(0, row.size, BLOCK):
+            block = out[start:start + BLOCK]
+            if block.min() >= normal_from:
+                for i in range(block.size):
+                    block[i] = block[i] * high + block[i] * low  # one FMA, as in C
+            else:
+                for i in range(block.size):
+                    block[i] = split_product_flushed(block[i], high, low)
 
 
 @njit(cache=True, nogil=True)
@@ -403,7 +428,7 @@ def two_pass_rows_f32(x, y, log_output):
     """Two-pass softmax or log-softmax, as in csrc/two_pass_kernels.h; rows the pairs
     cannot represent take the three-pass reload twin, as the C kernels do."""
     clamped, p, n, scaled = np.empty(BLOCK, f32), np.empty(BLOCK, f32), np.empty(BLOCK, f32), np.empty(BLOCK, f32)
-    bits = np.empty(BLOCK, np.int32)
+    bits, wide_bits = np.empty(BLOCK, np.int32), np.empty(BLOCK, np.int64)
     for r in range(x.shape[0]):
         row, out = x[r], y[r]
         if row.size == 0:
@@ -428,7 +453,9 @@ def two_pass_rows_f32(x, y, log_output):
             k = min(BLOCK, row.size - start)
             clamped_exp_mantissa_block(row, start, k, clamped, p, n)
             for i in range(k):
-                out[start + i] = scale_pow2_flushed(p[i] * high + p[i] * low, n[i] - top)  # one FMA, as in C
+                p[i] = p[i] * high + p[i] * low  # one FMA, as in C
+                n[i] -= top
+            scale_pow2_flushed_block(p[:k], n[:k], out[start:start + k], wide_bits)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
