@@ -2,18 +2,25 @@
 
     softmaxlib bench --quick                       # the README's main job, under a minute
     softmaxlib bench                               # the full sweep: n = 2^8 .. 2^26
+    softmaxlib bench --inputs normal,uniform80,uniform1000
     softmaxlib bench --json zen5.json --plot zen5.png
     softmaxlib bench compare skylake.json zen5.json
 
-Every case is timed by softmaxlib.bench.time_callable (warm-up, median of repeats) on standard
-normal float32 input, outputs preallocated. Short rows are batched to about 2^16 elements per call
-("hot"); a call whose data exceed half the last-level cache is "cold" and rotates over buffers
-totalling twice the cache. Per case: ns per element, G elements/s, effective GB/s (bytes in + bytes
-out over time, the convention that makes two-pass and three-pass comparable) and, for cold cases,
-the fraction of the roofline from the C bandwidth probe measured in the same run.
+Every case is timed by softmaxlib.bench.time_callable (warm-up, median of repeats) on float32
+input from one distribution of softmaxlib.bench.INPUTS (--inputs: normal = N(0, 1), the default;
+uniform80 = U(-80, 80); uniform1000 = U(-1000, 1000); the same seed for each), outputs
+preallocated. --quick also runs the softmax kernels and the peers on U(-80, 80), each in the row
+after the same case on N(0, 1): on Intel cores, where subnormal results take microcode assists,
+that row can be many times slower (quick_inputs). The buffers of one size and input are made once and shared by
+its cases. Short rows are batched to about 2^16 elements per call ("hot"); a call whose data
+exceed half the last-level cache is "cold" and rotates over buffers totalling twice the cache.
+Per case: ns per element, G elements/s, effective GB/s (bytes in + bytes out over time, the
+convention that makes two-pass and three-pass comparable) and, for cold cases, the fraction of
+the roofline from the C bandwidth probe measured in the same run.
 
-Bad arguments (an unknown kernel or backend, a size list that does not parse, an output path that
-cannot be written) exit with code 2 and a message, before anything is measured or written.
+Bad arguments (an unknown kernel, backend or input, a size list that does not parse, an empty
+list, an output path that cannot be written) exit with code 2 and a message, before anything is
+measured or written.
 """
 import argparse
 import json
@@ -32,7 +39,9 @@ from ._version import __version__
 QUANT_BLOCKSIZE = 4096
 FULL_SIZES = [1 << k for k in range(8, 27)]
 QUICK_SIZES = [1 << 10, 1 << 16, 1 << 20, 1 << 24]
-QUICK_REPEATS = 7
+QUICK_REPEATS = 5
+DEFAULT_INPUTS = ["normal"]
+QUICK_INPUTS = ["normal", "uniform80"]  # for the kernels whose exp can underflow: see quick_inputs
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,7 @@ class CaseResult:
     family: str
     backend: str
     n: int
+    input: str
     rows: int
     cache: str
     ns_per_element: float
@@ -146,13 +156,15 @@ class CaseResult:
     roofline_fraction: Optional[float]
 
 
-def _inputs(kernel, n, llc):
-    """Buffer sets for one size: [(x, y)] rows for the softmax family; for quantization x flat
-    with (codes, absmax, output) state, the codes quantized once so dequantize has real input."""
+def _inputs(kernel, n, llc, distribution="normal"):
+    """Buffer sets for one size and input distribution (a name of bench.INPUTS): [(x, y)] rows
+    for the softmax family; for quantization x flat with (codes, absmax, output) state, the codes
+    quantized once so dequantize has real input. Every kernel of the same kind (kernel.quant) can
+    share them: the kernels only write their outputs, and quantize writes the same codes."""
     if not kernel.quant:
-        return bench.make_inputs(n, llc=llc)
+        return bench.make_inputs(n, llc=llc, distribution=distribution)
     count = bench.buffer_count(5 * n, llc)
-    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    x = bench.draw(distribution, n)
     tables = _codebooks.search_tables(_codebooks.create_dynamic_map())
     sets = []
     for _ in range(count):
@@ -162,8 +174,10 @@ def _inputs(kernel, n, llc):
     return sets
 
 
-def measure(kernel, backend, n, repeats, bw, llc):
-    sets = _inputs(kernel, n, llc)
+def measure(kernel, backend, n, repeats, bw, llc, distribution="normal", sets=None):
+    """Times one case; sets: _inputs(kernel, n, llc, distribution), made here if not given."""
+    if sets is None:
+        sets = _inputs(kernel, n, llc, distribution)
     rows = 1 if kernel.quant else sets[0][0].shape[0]
     elements = rows * n
     timing = bench.time_callable(kernel.make(backend, n), sets, repeats=repeats)
@@ -172,7 +186,7 @@ def measure(kernel, backend, n, repeats, bw, llc):
     roofline = None
     if cache == "cold" and traffic is not None:
         roofline = (bw.t_read(traffic[0] * elements) + bw.t_read_write(traffic[1] * elements)) / timing.median_ns
-    return CaseResult(kernel.name, kernel.family, backend, n, rows, cache, timing.median_ns / elements,
+    return CaseResult(kernel.name, kernel.family, backend, n, distribution, rows, cache, timing.median_ns / elements,
                       elements / timing.median_ns, kernel.bytes_in_out * elements / timing.median_ns, roofline)
 
 
@@ -243,37 +257,65 @@ def machine_info(bw):
 
 # --- output -------------------------------------------------------------------------------------
 
-HEADER = (f"{'kernel':<24} {'backend':<7} {'n':>6} {'rows':>5} {'cache':<5} {'ns/elem':>9} {'G el/s':>7} "
-          f"{'GB/s':>7} {'roofline':>8}")
+HEADER = (f"{'kernel':<24} {'backend':<7} {'n':>6} {'input':<11} {'rows':>5} {'cache':<5} {'ns/elem':>9} "
+          f"{'G el/s':>7} {'GB/s':>7} {'roofline':>8}")
 
 
 def format_row(result):
     roofline = "-" if result.roofline_fraction is None else f"{result.roofline_fraction:.2f}"
-    return (f"{result.kernel:<24} {result.backend:<7} {bench._format_size(result.n):>6} {result.rows:>5} "
-            f"{result.cache:<5} {result.ns_per_element:>9.3f} {result.g_elements_per_s:>7.2f} "
+    return (f"{result.kernel:<24} {result.backend:<7} {bench._format_size(result.n):>6} {result.input:<11} "
+            f"{result.rows:>5} {result.cache:<5} {result.ns_per_element:>9.3f} {result.g_elements_per_s:>7.2f} "
             f"{result.gb_per_s:>7.1f} {roofline:>8}")
 
 
+def input_ratios(results):
+    """{input: [(ratio, result)]} for every input but normal: each case's time over the time of the
+    same kernel, backend and n on N(0, 1) input, when the run has that case."""
+    normal = {(r.kernel, r.backend, r.n): r for r in results if r.input == "normal"}
+    ratios = {}
+    for result in results:
+        reference = normal.get((result.kernel, result.backend, result.n))
+        if result.input != "normal" and reference is not None:
+            ratios.setdefault(result.input, []).append((result.ns_per_element / reference.ns_per_element, result))
+    return ratios
+
+
+def format_input_ratios(results):
+    """One line per wide-range input: the range of its time over N(0, 1)'s, and the largest case."""
+    lines = []
+    for distribution, ratios in input_ratios(results).items():
+        ratio, worst = max(ratios, key=lambda pair: pair[0])
+        lines.append(f"{bench.INPUTS[distribution]} against N(0, 1), same kernel, backend and n: "
+                     f"{min(r for r, _ in ratios):.2f}-{ratio:.2f}x the time over {len(ratios)} cases "
+                     f"(most: {worst.kernel} {worst.backend} n={bench._format_size(worst.n)}).")
+    return lines
+
+
 def plot(results, info, path):
-    """GB/s against n on a log2 axis, one line per kernel and backend, the cache sizes as vertical
-    markers (where x and y of one call, 8n bytes, fill them) and the probe's bandwidth as a line."""
+    """GB/s against n on a log2 axis, one line per kernel and backend (and input, when the run has
+    several), the cache sizes as vertical markers (where x and y of one call, 8n bytes, fill them)
+    and the probe's bandwidth as a line."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(14, 7))
     lines = {}
+    several_inputs = len({result.input for result in results}) > 1
     for result in results:
-        lines.setdefault((result.kernel, result.backend), []).append((result.n, result.gb_per_s))
+        key = (result.kernel, result.backend, result.input if several_inputs else None)
+        lines.setdefault(key, []).append((result.n, result.gb_per_s))
     # one colour per kernel, one line style per backend
     palette = plt.get_cmap("tab20").colors
     colours = {kernel: palette[(2 * index) % 20 + (2 * index) // 20 % 2]
-               for index, kernel in enumerate(dict.fromkeys(k for k, _ in lines))}
+               for index, kernel in enumerate(dict.fromkeys(k for k, _, _ in lines))}
     styles = {"avx512": "-", "avx2": "--", "numba": ":"}
-    for (kernel, backend), points in lines.items():
+    markers = {None: ".", "normal": ".", "uniform80": "x", "uniform1000": "+"}
+    for (kernel, backend, distribution), points in lines.items():
         points.sort()
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker=".", color=colours[kernel],
-                  linestyle=styles.get(backend, "-."), label=f"{kernel} ({backend})")
+        label = f"{kernel} ({backend}{', ' + bench.INPUTS[distribution] if distribution else ''})"
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker=markers.get(distribution, "."),
+                  color=colours[kernel], linestyle=styles.get(backend, "-."), label=label)
     for level, size in info["caches"].items():
         axes.axvline(size / 8, color="grey", linestyle=":", linewidth=1)
         axes.text(size / 8, axes.get_ylim()[1] * 0.97, f" {level}", color="grey", va="top")
@@ -325,6 +367,21 @@ def _progress(done, total, label):
     sys.stderr.flush()
 
 
+def quick_inputs(kernel):
+    """--quick's inputs for a kernel: N(0, 1), and U(-80, 80) for the softmax kernels and peers,
+    whose exp(x - max) underflows there. Not for StableMax (no exp: nothing underflows) nor for
+    quantization (each block is scaled by its absmax: the range of x does not matter)."""
+    return DEFAULT_INPUTS if kernel.family in ("stablemax", "quant") else QUICK_INPUTS
+
+
+def plan(kernels, names, backends, sizes, inputs_of):
+    """The cases of a run, in order, as (kernel, backend, n, input), inputs_of(kernel) giving each
+    kernel's inputs: by size, kernel, backend, then input, so that the row of one case on each
+    input follows its row on the previous one."""
+    return [(kernels[name], backend, n, distribution) for n in sizes for name in names
+            for backend in (kernels[name].backends or backends) for distribution in inputs_of(kernels[name])]
+
+
 def run_command(argv):
     kernels = all_kernels()
     parser = argparse.ArgumentParser(
@@ -332,8 +389,10 @@ def run_command(argv):
         epilog="GB/s: (bytes in + bytes out) / time. roofline: roofline time / time, cold cases only. "
                "`softmaxlib bench compare A.json B.json` compares two runs.")
     parser.add_argument("--quick", action="store_true",
-                        help=f"a subset that runs in under a minute: n = 2^10, 2^16, 2^20, 2^24, kernels "
-                             f"{','.join(QUICK_KERNELS)}, {QUICK_REPEATS} repeats")
+                        help=f"a subset that runs in under a minute: n = "
+                             f"{', '.join(bench._format_size(n) for n in QUICK_SIZES)}, kernels "
+                             f"{','.join(QUICK_KERNELS)}, inputs {','.join(QUICK_INPUTS)} (stablemax, quantize "
+                             f"and dequantize: normal only), {QUICK_REPEATS} repeats")
     parser.add_argument("--sizes", type=bench._size_list, default=None,
                         help="comma-separated row lengths, e.g. 2^8,1e5,2^24 (default 2^8 .. 2^26)")
     parser.add_argument("--kernels", type=bench._name_list, default=None,
@@ -341,7 +400,14 @@ def run_command(argv):
                              f"available here: {','.join(kernels)})")
     parser.add_argument("--backends", type=bench._name_list, default=None,
                         help=f"comma-separated backends (default: usable here, {','.join(_dispatch.USABLE_BACKENDS)})")
-    parser.add_argument("--repeats", type=int, default=None, help="timed samples per case (default 15; 7 with --quick)")
+    parser.add_argument("--inputs", type=bench._input_list, default=None,
+                        help="comma-separated input distributions or 'all': "
+                             + ", ".join(f"{name} = {label}" for name, label in bench.INPUTS.items())
+                             + f" (default {','.join(DEFAULT_INPUTS)}; with --quick {','.join(QUICK_INPUTS)} for the "
+                               "softmax kernels and peers). Wide ranges underflow exp: slow on Intel cores "
+                               "(subnormal assists)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"timed samples per case (default 15; {QUICK_REPEATS} with --quick)")
     parser.add_argument("--json", metavar="PATH", help="write machine facts and every figure as JSON")
     parser.add_argument("--plot", metavar="PATH.png", help="plot GB/s against n (needs matplotlib: the bench extra)")
     args = parser.parse_args(argv)
@@ -353,13 +419,21 @@ def run_command(argv):
     if args.kernels == ["all"]:
         names = list(kernels)
     else:
-        names = args.kernels or (QUICK_KERNELS if args.quick else DEFAULT_KERNELS)
+        names = args.kernels if args.kernels is not None else (QUICK_KERNELS if args.quick else DEFAULT_KERNELS)
         if args.kernels is None:  # the defaults include peers that may not be installed
             names = [name for name in names if name in kernels]
     unknown = [name for name in names if name not in kernels]
     if unknown:
         parser.error(f"unknown kernel {unknown[0]!r}; the kernels here are {', '.join(kernels)}")
-    backends = args.backends or list(_dispatch.USABLE_BACKENDS)
+    backends = args.backends if args.backends is not None else list(_dispatch.USABLE_BACKENDS)
+    if args.inputs is None and args.quick:
+        inputs_of = quick_inputs
+    else:
+        inputs = args.inputs if args.inputs is not None else DEFAULT_INPUTS
+
+        def inputs_of(kernel):
+            return inputs
+
     for backend in backends:
         try:
             _dispatch.check_backend(backend)
@@ -383,23 +457,34 @@ def run_command(argv):
           f"subnormals {'flushed' if info['subnormals_flushed'] else 'kept'}")
     print(f"bandwidth probe, {bw.nbytes >> 20} MiB: read {bw.read_gb_s:.1f} GB/s, "
           f"read+write {bw.read_write_gb_s:.1f} GB/s")
-    cases = [(kernels[name], backend, n) for n in sizes for name in names
-             for backend in (kernels[name].backends or backends)]
+    cases = plan(kernels, names, backends, sizes, inputs_of)
     on_terminal = sys.stderr.isatty()
     print(HEADER, flush=True)
     results = []
-    for index, (kernel, backend, n) in enumerate(cases):
+    buffers, buffers_n = {}, None  # the buffer sets of the current size, by (kernel.quant, input)
+    for index, (kernel, backend, n, distribution) in enumerate(cases):
         if on_terminal:
-            _progress(index, len(cases), f"{kernel.name} {backend} n={bench._format_size(n)}")
-        result = measure(kernel, backend, n, repeats, bw, llc)
+            _progress(index, len(cases), f"{kernel.name} {backend} n={bench._format_size(n)} {distribution}")
+        if n != buffers_n:
+            buffers.clear()  # before the next size allocates
+            buffers_n = n
+        key = (kernel.quant, distribution)
+        if key not in buffers:
+            buffers[key] = _inputs(kernel, n, llc, distribution)
+        result = measure(kernel, backend, n, repeats, bw, llc, distribution, buffers[key])
         results.append(result)
         if on_terminal:
             sys.stderr.write("\r" + " " * 90 + "\r")
         print(format_row(result), flush=True)
+    buffers.clear()
+    for line in format_input_ratios(results):
+        print(line)
     print(f"{len(results)} cases in {time.perf_counter() - started:.1f} s. GB/s: (bytes in + bytes out) / time; "
           f"roofline: roofline time / time, cold cases only.")
     if args.json:
+        used = dict.fromkeys(result.input for result in results)
         document = {"machine": info, "repeats": repeats, "quant_blocksize": QUANT_BLOCKSIZE,
+                    "inputs": {name: bench.INPUTS[name] for name in used},
                     "results": [asdict(result) for result in results]}
         _atomic_write(args.json, lambda path: _write_json(path, document))
         print(f"wrote {args.json}")
@@ -420,7 +505,8 @@ def compare_command(argv):
         try:
             with open(path) as file:
                 document = json.load(file)
-            runs.append({(r["kernel"], r["backend"], r["n"]): r for r in document["results"]})
+            # runs from before --inputs have no "input": they were all N(0, 1)
+            runs.append({(r["kernel"], r["backend"], r["n"], r.get("input", "normal")): r for r in document["results"]})
             runs[-1]["machine"] = document["machine"]
         except (OSError, ValueError, KeyError, TypeError) as error:
             parser.error(f"cannot read {path!r} as a softmaxlib bench JSON: {error}")
@@ -430,10 +516,10 @@ def compare_command(argv):
     if not common:
         print("no case appears in both runs")
         return 0
-    print(f"{'kernel':<24} {'backend':<7} {'n':>6} {'A ns/elem':>10} {'B ns/elem':>10} {'A/B':>6}")
+    print(f"{'kernel':<24} {'backend':<7} {'n':>6} {'input':<11} {'A ns/elem':>10} {'B ns/elem':>10} {'A/B':>6}")
     for key in common:
         ra, rb = a[key], b[key]
-        print(f"{key[0]:<24} {key[1]:<7} {bench._format_size(key[2]):>6} {ra['ns_per_element']:>10.3f} "
+        print(f"{key[0]:<24} {key[1]:<7} {bench._format_size(key[2]):>6} {key[3]:<11} {ra['ns_per_element']:>10.3f} "
               f"{rb['ns_per_element']:>10.3f} {ra['ns_per_element'] / rb['ns_per_element']:>6.2f}")
     print("A/B above 1: B is faster.")
     return 0

@@ -7,8 +7,10 @@ and notebooks:
   (csrc/softmaxlib.h: sml_stream_read, sml_stream_read_write) and converts byte counts to
   roofline times (Bandwidth.t_read, Bandwidth.t_read_write).
 - time_callable(func, arg_sets) times a callable: warm-up, repeats, median and min.
-- run(sizes, backends, operations) times every requested registry operation on every requested
-  backend, plus the NumPy baseline, and returns one Result per case.
+- run(sizes, backends, operations, inputs=...) times every requested registry operation on every
+  requested backend and input distribution, plus the NumPy baseline, and returns one Result per case.
+- INPUTS names the input distributions (normal = N(0, 1), uniform80 = U(-80, 80), uniform1000 =
+  U(-1000, 1000)); draw(name, shape, seed) draws float32 values from one of them.
 
 Conventions:
 
@@ -21,6 +23,11 @@ Conventions:
   the last-level cache, so no call finds its data left in cache by the previous one.
 - Effective bandwidth, GB/s = (bytes in + bytes out) / time = 8 * elements / time, whatever the
   algorithm's actual traffic, so algorithms with different numbers of passes compare fairly.
+- Inputs are float32 from numpy's default_rng(seed), the same seed for every distribution. On
+  Intel cores every operation that produces a subnormal or underflowing float takes a microcode
+  assist, so wide-range rows, whose exp(x - max) underflows for about half the elements
+  (U(-80, 80)) or nearly all (U(-1000, 1000), the Two-Pass paper's benchmark input), can be many
+  times slower than N(0, 1) rows; AMD cores barely notice.
 - "x NumPy" = NumPy's time / the kernel's time (above 1: faster than NumPy), measured in the
   same process, same sizes and same inputs.
 - The roofline fraction = roofline time / measured time (roofline_ns, see there). It is computed
@@ -45,6 +52,49 @@ MIN_SAMPLE_NS = 1_000_000    # hot cases: enough calls per sample for ~1 ms
 MAX_CASE_SECONDS = 1.0       # timed-sample budget per case; slow cases get fewer repeats
 MIN_REPEATS = 3
 MAX_SIZE = 1 << 30
+
+
+# --- input distributions ------------------------------------------------------------------------
+
+INPUTS = {  # name, as `softmaxlib bench --inputs` spells it: the distribution, as papers write it
+    "normal": "N(0, 1)",
+    "uniform80": "U(-80, 80)",
+    "uniform1000": "U(-1000, 1000)",
+}
+_UNIFORM_HALF_WIDTH = {"uniform80": 80, "uniform1000": 1000}
+
+
+def check_input(name):
+    """Raises ValueError unless name is one of INPUTS."""
+    if name not in INPUTS:
+        raise ValueError(f"unknown input {name!r}; the inputs are "
+                         f"{', '.join(f'{key} = {label}' for key, label in INPUTS.items())}")
+
+
+def input_names(inputs):
+    """inputs (one name of INPUTS or several) as a list, duplicates dropped; ValueError if it is
+    empty or names an unknown distribution."""
+    names = list(dict.fromkeys([inputs] if isinstance(inputs, str) else inputs))
+    if not names:
+        raise ValueError("no inputs given")
+    for name in names:
+        check_input(name)
+    return names
+
+
+def draw(distribution, shape, seed=0):
+    """float32 values of `shape` from `distribution` (a name of INPUTS), drawn from numpy's
+    default_rng(seed): standard_normal for normal; random (in [0, 1)) scaled to [-w, w] for
+    uniform<w>, in float32 throughout."""
+    check_input(distribution)
+    rng = np.random.default_rng(seed)
+    if distribution == "normal":
+        return rng.standard_normal(shape, dtype=np.float32)
+    half_width = np.float32(_UNIFORM_HALF_WIDTH[distribution])
+    x = rng.random(shape, dtype=np.float32)
+    x *= 2 * half_width
+    x -= half_width
+    return x
 
 
 # --- cache size and buffer rotation -------------------------------------------------------------
@@ -284,6 +334,7 @@ class Result:
     """One timed case. Times are per call of `rows` rows of n elements; see the module docstring.
 
     operation: registry name, or the baseline's name ("softmax") when backend == "numpy".
+    input: the distribution of x, a name of INPUTS.
     speedup_vs_numpy: NumPy baseline time / this time (None without a baseline).
     bytes_in_out: 8 * elements per call. bytes_moved: the algorithm's traffic per call
       (traffic_per_element * 4 * elements; NUMPY_TRAFFIC_PER_ELEMENT for NumPy); roofline_ns
@@ -297,6 +348,7 @@ class Result:
     variant: str
     backend: str
     n: int
+    input: str
     rows: int
     cache: str
     buffers: int
@@ -326,12 +378,13 @@ def batch_rows(n):
     return max(1, HOT_ELEMENTS // n)
 
 
-def make_inputs(n, rows=None, llc=None, seed=0):
+def make_inputs(n, rows=None, llc=None, seed=0, distribution="normal"):
     """Buffer sets [(x, y)] of shape (rows, n) float32 for row length n: one set if hot, else
-    buffer_count() sets. x is standard normal (the same values in every set); y is zeroed."""
+    buffer_count() sets. x is drawn from `distribution` (a name of INPUTS; default standard
+    normal), the same values in every set; y is zeroed."""
     rows = batch_rows(n) if rows is None else rows
     count = buffer_count(8 * rows * n, llc)
-    x = np.random.default_rng(seed).standard_normal((rows, n), dtype=np.float32)
+    x = draw(distribution, (rows, n), seed)
     sets = []
     for index in range(count):
         y = np.empty_like(x)
@@ -340,15 +393,18 @@ def make_inputs(n, rows=None, llc=None, seed=0):
     return sets
 
 
-def run(sizes=DEFAULT_SIZES, backends=None, operations=None, *, repeats=15, baseline=True,
-        bw=None, max_seconds=MAX_CASE_SECONDS, on_result=None):
-    """Times operations x backends x sizes, plus the NumPy baseline per size; returns [Result].
+def run(sizes=DEFAULT_SIZES, backends=None, operations=None, *, inputs=("normal",), repeats=15,
+        baseline=True, bw=None, max_seconds=MAX_CASE_SECONDS, on_result=None):
+    """Times operations x backends x sizes x inputs, plus the NumPy baseline per size and input;
+    returns [Result].
 
     sizes: row lengths n. backends: default every usable backend. operations: registry names,
-    default all of _registry.OPERATIONS. Kernels are called through _registry.row_kernel on
+    default all of _registry.OPERATIONS. inputs: names of INPUTS, the distributions of x (every
+    one drawn with the same seed). Kernels are called through _registry.row_kernel on
     preallocated y (no allocation in the timed call); the NumPy baseline allocates, as users'
-    code does. bw: a Bandwidth for the roofline; default bandwidth() (main memory).
-    on_result(result) is called as each case finishes. Per size the baseline runs first.
+    code does; speedup_vs_numpy compares with the baseline on the same input. bw: a Bandwidth
+    for the roofline; default bandwidth() (main memory). on_result(result) is called as each case
+    finishes. Per size and input the baseline runs first.
     """
     backends = list(_dispatch.USABLE_BACKENDS if backends is None else backends)
     for backend in backends:
@@ -358,6 +414,7 @@ def run(sizes=DEFAULT_SIZES, backends=None, operations=None, *, repeats=15, base
         if operation not in _registry.OPERATIONS:
             raise ValueError(f"unknown operation {operation!r}; the operations are "
                              f"{', '.join(_registry.OPERATIONS)}")
+    inputs = input_names(inputs)
     sizes = [int(n) for n in sizes]
     if any(n < 1 for n in sizes):
         raise ValueError(f"sizes must be positive, not {sizes}")
@@ -375,46 +432,47 @@ def run(sizes=DEFAULT_SIZES, backends=None, operations=None, *, repeats=15, base
     for n in sizes:
         rows = batch_rows(n)
         elements = rows * n
-        sets = make_inputs(n, rows, llc)
-        cache = "hot" if len(sets) == 1 else "cold"
-        x_sets = [(x,) for x, _ in sets]
-        baseline_ns = {}
-        if baseline:
-            for name in dict.fromkeys(_split_name(op)[0] for op in operations):
-                function = NUMPY_BASELINES.get(name)
-                if function is None:
-                    continue
-                t = time_callable(function, x_sets, **timing)
-                baseline_ns[name] = t.median_ns
-                record(Result(
-                    operation=name, family="numpy", variant="numpy", backend="numpy", n=n,
-                    rows=rows, cache=cache, buffers=len(sets), samples=t.samples,
-                    calls_per_sample=t.calls_per_sample, median_ns=t.median_ns, min_ns=t.min_ns,
-                    ns_per_element=t.median_ns / elements, gb_per_s=8 * elements / t.median_ns,
-                    speedup_vs_numpy=1.0, bytes_in_out=8 * elements,
-                    bytes_moved=NUMPY_TRAFFIC_PER_ELEMENT[name] * 4 * elements,
-                    roofline_ns=None, roofline_fraction=None,
-                    sum_error=sum_error(function(sets[0][0]), is_log(name))))
-        for operation in operations:
-            spec = _registry.OPERATIONS[operation]
-            name, variant = _split_name(operation)
-            roofline = roofline_ns(operation, elements, bw)
-            for backend in backends:
-                kernel = _registry.row_kernel(operation, backend, np.float32)
-                for _, y in sets:
-                    y.fill(np.nan)  # a kernel that skips elements fails the check below
-                t = time_callable(kernel, sets, **timing)
-                reference = baseline_ns.get(name)
-                record(Result(
-                    operation=operation, family=spec.family, variant=variant, backend=backend,
-                    n=n, rows=rows, cache=cache, buffers=len(sets), samples=t.samples,
-                    calls_per_sample=t.calls_per_sample, median_ns=t.median_ns, min_ns=t.min_ns,
-                    ns_per_element=t.median_ns / elements, gb_per_s=8 * elements / t.median_ns,
-                    speedup_vs_numpy=None if reference is None else reference / t.median_ns,
-                    bytes_in_out=8 * elements, bytes_moved=spec.traffic_per_element * 4 * elements,
-                    roofline_ns=roofline, roofline_fraction=roofline / t.median_ns,
-                    sum_error=sum_error(sets[0][1], is_log(name))))
-        del sets, x_sets
+        for distribution in inputs:
+            sets = make_inputs(n, rows, llc, distribution=distribution)
+            cache = "hot" if len(sets) == 1 else "cold"
+            x_sets = [(x,) for x, _ in sets]
+            baseline_ns = {}
+            if baseline:
+                for name in dict.fromkeys(_split_name(op)[0] for op in operations):
+                    function = NUMPY_BASELINES.get(name)
+                    if function is None:
+                        continue
+                    t = time_callable(function, x_sets, **timing)
+                    baseline_ns[name] = t.median_ns
+                    record(Result(
+                        operation=name, family="numpy", variant="numpy", backend="numpy", n=n,
+                        input=distribution, rows=rows, cache=cache, buffers=len(sets), samples=t.samples,
+                        calls_per_sample=t.calls_per_sample, median_ns=t.median_ns, min_ns=t.min_ns,
+                        ns_per_element=t.median_ns / elements, gb_per_s=8 * elements / t.median_ns,
+                        speedup_vs_numpy=1.0, bytes_in_out=8 * elements,
+                        bytes_moved=NUMPY_TRAFFIC_PER_ELEMENT[name] * 4 * elements,
+                        roofline_ns=None, roofline_fraction=None,
+                        sum_error=sum_error(function(sets[0][0]), is_log(name))))
+            for operation in operations:
+                spec = _registry.OPERATIONS[operation]
+                name, variant = _split_name(operation)
+                roofline = roofline_ns(operation, elements, bw)
+                for backend in backends:
+                    kernel = _registry.row_kernel(operation, backend, np.float32)
+                    for _, y in sets:
+                        y.fill(np.nan)  # a kernel that skips elements fails the check below
+                    t = time_callable(kernel, sets, **timing)
+                    reference = baseline_ns.get(name)
+                    record(Result(
+                        operation=operation, family=spec.family, variant=variant, backend=backend,
+                        n=n, input=distribution, rows=rows, cache=cache, buffers=len(sets),
+                        samples=t.samples, calls_per_sample=t.calls_per_sample, median_ns=t.median_ns, min_ns=t.min_ns,
+                        ns_per_element=t.median_ns / elements, gb_per_s=8 * elements / t.median_ns,
+                        speedup_vs_numpy=None if reference is None else reference / t.median_ns,
+                        bytes_in_out=8 * elements, bytes_moved=spec.traffic_per_element * 4 * elements,
+                        roofline_ns=roofline, roofline_fraction=roofline / t.median_ns,
+                        sum_error=sum_error(sets[0][1], is_log(name))))
+            del sets, x_sets
     return results
 
 
@@ -442,7 +500,7 @@ def numpy_dequantize(q, code, absmax, blocksize):
 class QuantResult:
     """One timed quantize or dequantize case. g_elements_per_s = n / median time; roofline_fraction
     (cold cases only): quantize reads 4 bytes and writes 1 per element, dequantize reads 1 and
-    writes 4, charged as roofline_ns is."""
+    writes 4, charged as roofline_ns is. input: the distribution of x, a name of INPUTS."""
 
     operation: str
     backend: str
@@ -453,49 +511,55 @@ class QuantResult:
     g_elements_per_s: float
     speedup_vs_numpy: Optional[float]
     roofline_fraction: Optional[float]
+    input: str = "normal"
 
 
-def run_quant(sizes=QUANT_SIZES, blocksizes=QUANT_BLOCKSIZES, backends=None, *, repeats=15, bw=None, on_result=None):
+def run_quant(sizes=QUANT_SIZES, blocksizes=QUANT_BLOCKSIZES, backends=None, *, inputs=("normal",), repeats=15,
+              bw=None, on_result=None):
     """Times quantize_blockwise and dequantize_blockwise kernels (signed dynamic map) per backend,
-    size and block size, after the NumPy reference of each in the same process; returns [QuantResult]."""
+    size, input (names of INPUTS; buffer set i drawn with seed i) and block size, after the NumPy
+    reference of each in the same process; returns [QuantResult]."""
     from . import _codebooks
     backends = list(_dispatch.USABLE_BACKENDS if backends is None else backends)
+    inputs = input_names(inputs)
     bw = bandwidth() if bw is None else bw
     code = _codebooks.create_dynamic_map()
     tables = _codebooks.search_tables(code)
     results = []
     for n in sizes:
         count = buffer_count(5 * n)
-        xs = [np.random.default_rng(index).standard_normal(n).astype(np.float32) for index in range(count)]
-        cache = "hot" if count == 1 else "cold"
-        for blocksize in blocksizes:
-            blocks = -(-n // blocksize)
-            sets = [(x, np.empty(n, np.uint8), np.empty(blocks, np.float32), np.empty(n, np.float32)) for x in xs]
-            for x, q, absmax, _ in sets:
-                q[...], absmax[...] = numpy_quantize(x, tables.midpoints[:-1], blocksize)
-            reference = {
-                "quantize": time_callable(lambda x, q, a, y: numpy_quantize(x, tables.midpoints[:-1], blocksize), sets,
-                                          repeats=repeats).median_ns,
-                "dequantize": time_callable(lambda x, q, a, y: numpy_dequantize(q, code, a, blocksize), sets,
-                                            repeats=repeats).median_ns,
-            }
-            roofline = {"quantize": bw.t_read(4 * n) + bw.t_read_write(n),
-                        "dequantize": bw.t_read(n) + bw.t_read_write(4 * n)}
-            for backend in ["numpy", *backends]:
-                for operation in ("quantize", "dequantize"):
-                    if backend == "numpy":
-                        ns = reference[operation]
-                    else:
-                        kernel = _registry.quant_kernel(f"{operation}_blockwise", backend)
-                        call = (lambda x, q, a, y: kernel(x, blocksize, tables, q, a)) if operation == "quantize" \
-                            else (lambda x, q, a, y: kernel(q, a, blocksize, code, y))
-                        ns = time_callable(call, sets, repeats=repeats).median_ns
-                    result = QuantResult(operation, backend, n, blocksize, cache, ns / n, n / ns,
-                                         reference[operation] / ns, roofline[operation] / ns if cache == "cold" else None)
-                    results.append(result)
-                    if on_result is not None:
-                        on_result(result)
-            del sets
+        for distribution in inputs:
+            xs = [draw(distribution, n, seed=index) for index in range(count)]
+            cache = "hot" if count == 1 else "cold"
+            for blocksize in blocksizes:
+                blocks = -(-n // blocksize)
+                sets = [(x, np.empty(n, np.uint8), np.empty(blocks, np.float32), np.empty(n, np.float32)) for x in xs]
+                for x, q, absmax, _ in sets:
+                    q[...], absmax[...] = numpy_quantize(x, tables.midpoints[:-1], blocksize)
+                reference = {
+                    "quantize": time_callable(lambda x, q, a, y: numpy_quantize(x, tables.midpoints[:-1], blocksize),
+                                              sets, repeats=repeats).median_ns,
+                    "dequantize": time_callable(lambda x, q, a, y: numpy_dequantize(q, code, a, blocksize), sets,
+                                                repeats=repeats).median_ns,
+                }
+                roofline = {"quantize": bw.t_read(4 * n) + bw.t_read_write(n),
+                            "dequantize": bw.t_read(n) + bw.t_read_write(4 * n)}
+                for backend in ["numpy", *backends]:
+                    for operation in ("quantize", "dequantize"):
+                        if backend == "numpy":
+                            ns = reference[operation]
+                        else:
+                            kernel = _registry.quant_kernel(f"{operation}_blockwise", backend)
+                            call = (lambda x, q, a, y: kernel(x, blocksize, tables, q, a)) if operation == "quantize" \
+                                else (lambda x, q, a, y: kernel(q, a, blocksize, code, y))
+                            ns = time_callable(call, sets, repeats=repeats).median_ns
+                        result = QuantResult(operation, backend, n, blocksize, cache, ns / n, n / ns,
+                                             reference[operation] / ns,
+                                             roofline[operation] / ns if cache == "cold" else None, distribution)
+                        results.append(result)
+                        if on_result is not None:
+                            on_result(result)
+                del sets
     return results
 
 
@@ -542,12 +606,26 @@ def _size_list(text):
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     if not sizes:
-        raise argparse.ArgumentTypeError("no sizes given")
+        raise argparse.ArgumentTypeError("no sizes given (leave the option out for the default)")
     return sizes
 
 
 def _name_list(text):
-    return [part.strip() for part in text.split(",") if part.strip()]
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no names given (leave the option out for the default)")
+    return names
+
+
+def _input_list(text):
+    """--inputs: names of INPUTS, or 'all'."""
+    names = _name_list(text)
+    if names == ["all"]:
+        return list(INPUTS)
+    try:
+        return input_names(names)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _format_size(n):

@@ -77,7 +77,7 @@ def check_result(result, baselines):
         assert result.bytes_moved == spec.traffic_per_element * 4 * elements
         assert positive_finite(result.roofline_ns)
         assert result.roofline_fraction == pytest.approx(result.roofline_ns / result.median_ns)
-        baseline = baselines[result.n, spec.function]
+        baseline = baselines[result.n, spec.function, result.input]
         assert result.speedup_vs_numpy == pytest.approx(baseline.median_ns / result.median_ns)
 
 
@@ -90,12 +90,12 @@ def test_run_tiny_sizes(small_probe):
     sizes = [7, 1000]
     results = bench.run(sizes, repeats=2, bw=small_probe, max_seconds=0.05)
     kernels = [r for r in results if not r.is_baseline]
-    baselines = {(r.n, r.operation): r for r in results if r.is_baseline}
+    baselines = {(r.n, r.operation, r.input): r for r in results if r.is_baseline}
     expected = {(op, backend, n) for op in _registry.OPERATIONS for backend in softmaxlib.backends()
                 for n in sizes}
     assert sorted((r.operation, r.backend, r.n) for r in kernels) == sorted(expected)
     names = {spec.function for spec in _registry.OPERATIONS.values()}
-    assert set(baselines) == {(n, name) for n in sizes for name in names}
+    assert set(baselines) == {(n, name, "normal") for n in sizes for name in names}  # N(0, 1) by default
     assert len(results) == len(expected) + len(baselines)
     for result in results:
         assert result.cache == "hot" and result.buffers == 1
@@ -110,7 +110,7 @@ def test_run_out_of_cache_rotates_buffers(monkeypatch, small_probe):
     results = bench.run([100_000], [backend], ["softmax_reload"], repeats=2, bw=small_probe,
                         max_seconds=0.05)
     assert [(r.operation, r.backend) for r in results] == [("softmax", "numpy"), ("softmax_reload", backend)]
-    baselines = {(r.n, r.operation): r for r in results if r.is_baseline}
+    baselines = {(r.n, r.operation, r.input): r for r in results if r.is_baseline}
     for result in results:
         assert result.cache == "cold" and result.buffers >= 2
         assert result.buffers * result.bytes_in_out >= 2 * llc
@@ -122,6 +122,53 @@ def test_run_rejects_unknown_names(small_probe):
         bench.run([10], operations=["softmax_sideways"], bw=small_probe)
     with pytest.raises(ValueError, match="backend"):
         bench.run([10], backends=["sse9"], bw=small_probe)
+    with pytest.raises(ValueError, match="unknown input 'gauss'"):
+        bench.run([10], inputs=["normal", "gauss"], bw=small_probe)
+    with pytest.raises(ValueError, match="no inputs"):
+        bench.run([10], inputs=[], bw=small_probe)
+    with pytest.raises(ValueError, match="unknown input"):
+        bench.run_quant([256], [256], inputs="uniform", bw=small_probe)
+
+
+@pytest.mark.parametrize("name, half_width", [("normal", None), ("uniform80", 80), ("uniform1000", 1000)])
+def test_draw_inputs(name, half_width):
+    assert name in bench.INPUTS
+    x = bench.draw(name, (4, 5000), seed=3)
+    assert x.dtype == np.float32 and x.shape == (4, 5000) and np.isfinite(x).all()
+    assert np.array_equal(x, bench.draw(name, (4, 5000), seed=3))  # the seed decides
+    assert not np.array_equal(x, bench.draw(name, (4, 5000), seed=4))
+    sets = bench.make_inputs(1000, rows=3, llc=1 << 30, distribution=name)
+    assert np.array_equal(sets[0][0], bench.draw(name, (3, 1000)))  # seed 0 by default
+    if half_width is None:  # the values the benchmarks always used
+        assert np.array_equal(x, np.random.default_rng(3).standard_normal((4, 5000), dtype=np.float32))
+        assert abs(float(x.mean())) < 0.05 and 0.95 < float(x.std()) < 1.05
+    else:  # spans the range: a row's x - max reaches about -2 * half_width, so exp underflows
+        assert np.abs(x).max() <= half_width
+        assert x.min() < -0.99 * half_width and x.max() > 0.99 * half_width
+        assert abs(float(x.mean())) < 0.02 * half_width
+
+
+def test_run_on_every_input(small_probe):
+    inputs = list(bench.INPUTS)
+    backend = softmaxlib.backends()[0]
+    results = bench.run([1000], [backend], ["softmax_reload", "softmax_two_pass", "stablemax"], inputs=inputs,
+                        repeats=2, bw=small_probe, max_seconds=0.05)
+    baselines = {(r.n, r.operation, r.input): r for r in results if r.is_baseline}
+    assert sorted((r.operation, r.input) for r in results if not r.is_baseline) == sorted(
+        (op, name) for op in ("softmax_reload", "softmax_two_pass", "stablemax") for name in inputs)
+    assert set(baselines) == {(1000, function, name) for function in ("softmax", "stablemax") for name in inputs}
+    for result in results:
+        check_result(result, baselines)  # speedup against the baseline on the same input
+        assert result.as_dict()["input"] == result.input
+
+
+def test_run_quant_on_an_input(small_probe):
+    backend = softmaxlib.backends()[0]
+    results = bench.run_quant([1 << 12], [256], [backend], inputs=["uniform1000"], repeats=2, bw=small_probe)
+    assert sorted((r.operation, r.backend) for r in results) == sorted(
+        (op, b) for op in ("quantize", "dequantize") for b in ("numpy", backend))
+    assert {r.input for r in results} == {"uniform1000"}
+    assert all(positive_finite(r.ns_per_element) for r in results)
 
 
 @pytest.mark.parametrize("text, value", [("1000", 1000), ("1e3", 1000), ("1E5", 100_000),
