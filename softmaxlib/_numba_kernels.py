@@ -211,7 +211,13 @@ def three_pass_rows_f32(x, y, reload, log_output):
             for start in range(0, n, BLOCK):
                 stop = min(start + BLOCK, n)
                 if reload:
-                    scale_flushed_block(out[start:stop], inverse_sum, normal_from, out[start:stop])
+                    block = out[start:stop]
+                    if block.min() >= normal_from:
+                        for i in range(block.size):
+                            block[i] = block[i] * inverse_sum
+                    else:  # from a copy of the stored exps: in place, LLVM would not vectorize it
+                        e[:block.size] = block
+                        scale_flushed_block(e[:block.size], inverse_sum, normal_from, block)
                 else:
                     k = shifted_exp_block(row, start, stop, m, shifted, e, bits)
                     scale_flushed_block(e[:k], inverse_sum, normal_from, out[start:stop])
