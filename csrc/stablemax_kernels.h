@@ -177,6 +177,26 @@ static double stable_sum_double(const float *x, int64_t n, float *finite_min) {
     return vsum_reduce(sum);
 }
 
+/* Whether the label holds all but less than 2^-20 of the mass.  There p - 1 =
+ * s_label / sum - 1 and log(sum) - log(s_label) cancel (to exactly 0 once the
+ * other elements' s fall below half an ULP of sum), so the label's gradient
+ * uses 1 - p = others / sum and the loss log1p(others / s_label), with others
+ * the sum of s over the other elements, summed directly (sum_of_others).
+ * Elsewhere 1 - p >= 2^-20, and the cancellation costs at most 20 of the 53
+ * bits: the float32 gradient keeps its rounding, and the loss, kept as it was
+ * so that those rows keep their bits, has a relative error up to about
+ * 2^-33 |log sum| where it is near 2^-20.  False for a NaN sum. */
+static int label_dominates(double sum, double s_label) { return sum - s_label < 0x1p-20 * sum; }
+
+/* The sum of s over the row's elements other than the label's, in double, in
+ * index order: a second, rare pass for rows where label_dominates. */
+static double sum_of_others(const float *x, int64_t n, int64_t label) {
+    double others = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        if (i != label) others += stable_s_double(x[i]);
+    return others;
+}
+
 /* StableMax cross-entropy of a row, in double, as stable_row_exact: the path
  * for rows the vector path does not take (a +inf, a NaN, a finite x below
  * -2^125, a sum out of range).  +inf elements share the mass, as in
@@ -196,12 +216,19 @@ static double cross_entropy_row_exact(const float *x, int64_t n, int64_t label, 
             grad[i] = limit && x[i] == INFINITY ? 0.0f : (float)(grad_scale * (p - (i == label)) / magnitude);
         }
     if (limit) return x[label] == INFINITY ? log((double)infinities) : INFINITY;
-    return log(sum) - log(stable_s_double(x[label]));
+    const double s_label = stable_s_double(x[label]);
+    if (label_dominates(sum, s_label)) {
+        const double others = sum_of_others(x, n, label);
+        if (grad) grad[label] = (float)(grad_scale * ((0.0 - others) / sum) / (1.0 + fabs((double)x[label])));
+        return log1p(others / s_label);
+    }
+    return log(sum) - log(s_label);
 }
 
 /* Gradient of one vector: scale * r / (1 + |x|), r = s * (1/sum) from
  * factor = scale / sum split into two floats; the label's element is
- * rewritten afterwards in double, where p - 1 does not cancel. */
+ * rewritten afterwards in double, from 1 - p = others / sum where the label
+ * dominates (label_dominates), so that p - 1 does not cancel. */
 SML_INLINE vf cross_entropy_gradient(vf x, vf factor_high, vf factor_low) {
     const vf s = stable_s(x);
     const vf magnitude = vf_add(vf_max(x, vf_sub(vf_zero(), x)), vf_set1(1.0f));
@@ -237,10 +264,13 @@ void SML_ISA_SUFFIX(sml_f32_stablemax_cross_entropy)(int64_t rows, int64_t n, co
             continue;
         }
         const double s_label = stable_s_double(row[label]);
-        losses[r] = log(sum) - log(s_label);
+        const int dominant = label_dominates(sum, s_label);
+        const double others = dominant ? sum_of_others(row, n, label) : 0.0;
+        losses[r] = dominant ? log1p(others / s_label) : log(sum) - log(s_label);
         if (grad_row) {
             cross_entropy_gradient_row(row, grad_row, n, grad_scale / sum);
-            grad_row[label] = (float)(grad_scale * (s_label / sum - 1.0) / (1.0 + fabs((double)row[label])));
+            const double p_minus_1 = dominant ? (0.0 - others) / sum : s_label / sum - 1.0;
+            grad_row[label] = (float)(grad_scale * p_minus_1 / (1.0 + fabs((double)row[label])));
         }
     }
 }

@@ -642,14 +642,27 @@ def stablemax_cross_entropy_rows(x, labels, ignore_index, losses, grad, grad_sca
             continue
         xc = np.float64(row[label])
         s_label = xc + 1.0 if xc >= 0.0 else 1.0 / (1.0 - xc)
-        log_sum = math.log(total) - log_scale
-        losses[r] = log_sum - math.log(s_label) if s_label > 0.0 else (np.inf if total > 0 else np.nan)
+        # The label holds all but < 2^-20 of the mass: p - 1 and log(sum) - log(s_label) cancel,
+        # so 1 - p = others / sum and the loss log1p(others / s_label), others summed directly
+        # over the other elements (csrc/stablemax_kernels.h, label_dominates).
+        dominant = total - s_label * scale < 2.0**-20 * total
+        others = 0.0
+        if dominant:
+            for i in range(row.size):
+                if i != label:
+                    xv = np.float64(row[i])
+                    others += (xv + 1.0 if xv >= 0.0 else 1.0 / (1.0 - xv)) * scale
+            losses[r] = math.log1p(others / (s_label * scale))
+        else:
+            log_sum = math.log(total) - log_scale
+            losses[r] = log_sum - math.log(s_label) if s_label > 0.0 else (np.inf if total > 0 else np.nan)
         if want_grad:
             for i in range(row.size):
                 xv = np.float64(row[i])
                 p = (xv + 1.0 if xv >= 0.0 else 1.0 / (1.0 - xv)) * scale / total
                 onehot = 1.0 if i == label else 0.0
-                grad[r, i] = grad_scale * (p - onehot) / (1.0 + abs(xv))
+                p_minus_onehot = (0.0 - others) / total if dominant and i == label else p - onehot
+                grad[r, i] = grad_scale * p_minus_onehot / (1.0 + abs(xv))
 
 
 def stablemax_cross_entropy(x, labels, ignore_index, grad_scale, losses, grad):

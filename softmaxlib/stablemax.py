@@ -83,14 +83,15 @@ def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"label {labels[where]} at index {where} is out of range for {classes} classes")
     rows = np.ascontiguousarray(np.moveaxis(x, axis, -1), dtype=work_dtype).reshape(-1, classes)
-    flat_labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+    # Ignored rows are passed to the kernels with the label -1, which no counted label can be (they
+    # lie in [0, classes)): so an ignore_index of any size works, even beyond int64.
+    flat_labels = np.where(counted, labels.astype(np.int64), -1).reshape(-1)
     count = int(counted.sum())
     scale = 1.0 / count if reduction == "mean" and count else (np.nan if reduction == "mean" else 1.0)
     losses = np.empty(rows.shape[0])
     grad = np.empty_like(rows) if return_grad else None
-    # Without ignore_index, -1 ignores nothing: every label was checked to lie in [0, classes).
     kernel = _registry.loss_kernel("stablemax_cross_entropy", backend, work_dtype)
-    kernel(rows, flat_labels, -1 if ignore is None else ignore, scale, losses, grad)
+    kernel(rows, flat_labels, -1, scale, losses, grad)
     if reduction == "none":
         loss = losses.reshape(labels.shape)
     else:

@@ -116,6 +116,7 @@ def test_the_reported_row(backend):
     np.testing.assert_allclose(grad, [[-0.5 / (1 + 9e307), 0.5 / (1 + 9e307)]], rtol=1e-15)
 
 
+@pytest.mark.subnormal  # the small elements' outputs (or gradients) are subnormal
 @pytest.mark.parametrize("row", overflowing_rows(), ids=lambda row: f"n{len(row)}-{row[0]:g}-{row[1]:g}")
 def test_stablemax_of_rows_whose_sum_overflows(row, backend):
     x = np.array(row)
@@ -138,6 +139,7 @@ def test_stablemax_of_special_rows_near_dbl_max(row, backend):
     np.testing.assert_array_equal(stablemax.log_stablemax(np.array(row), backend=backend), log_p)
 
 
+@pytest.mark.subnormal  # the small elements' outputs (or gradients) are subnormal
 def test_cross_entropy_of_rows_whose_sum_overflows(backend):
     for row in overflowing_rows():
         log_sum = log_of(sum(exact_s(v) for v in row))
@@ -174,6 +176,7 @@ def test_cross_entropy_of_special_rows_near_dbl_max(backend):
         assert np.isnan(loss) and np.isnan(grad).all()
 
 
+@pytest.mark.subnormal  # the small elements' outputs (or gradients) are subnormal
 @pytest.mark.parametrize("n", [4, 37, 1500])  # a masked tail only, vectors + tail, two blocks
 def test_float32_rows_near_flt_max_need_no_scaling(n, backend, rng):
     """float32 s is summed in double: n values near FLT_MAX cannot overflow it."""

@@ -201,3 +201,55 @@ def test_kernel_stays_within_rows(buffers, backend, rng):  # noqa: F811
             kernel(x, labels, -1, 0.5, losses, grad)
             np.testing.assert_array_equal(losses, expected_losses)
             np.testing.assert_array_equal(grad, expected_grad)
+
+
+def dominant_label_rows(dtype):
+    """(row, label) pairs where the label holds all but a tiny part of the mass, so that
+    s_label / sum - 1 and log(sum) - log(s_label) cancel in double."""
+    rows = [
+        ([1.0, 1e17, 1.0], 1),  # others / sum ~ 4e-17: p - 1 rounds to 0
+        ([0.0, 1e30, -5.0], 1),  # ~ 1e-30; float32: the vector path's largest sums
+        ([2.0**40, 0.0], 0),  # ~ 2^-40
+        ([-3.0, 0.5, 2.0**40, -1e6, 0.0], 2),
+        ([1.0, 3e38, 1.0], 1),  # float32: a sum above 2^100 (the double path)
+        ([-1e38, 1e20, 1.0], 1),  # float32: an x below -2^125 (the double path)
+        ([7.0], 0),  # no other element: loss 0, gradient +0
+        (list(-np.arange(1.0, 101.0) ** 2) + [1e12] + list(np.arange(100.0) / 7 - 20), 100),  # vector lanes
+    ]
+    if dtype == np.float64:
+        rows += [([2.0, 1e250, -3.0], 1), ([1.0, 2.0**60, -2.0**60], 1)]
+    return rows
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dominant_label_loss_and_gradient_do_not_cancel(dtype, backend):
+    """Where the label holds all but < 2^-20 of the mass, the loss is log1p(others / s_label) and
+    the label's gradient -(others / sum) / (1 + |x|), with others summed over the other elements:
+    compared with the exact values (fractions), rounded once."""
+    from fractions import Fraction
+
+    def s_exact(v):
+        v = Fraction(float(v))
+        return v + 1 if v >= 0 else 1 / (1 - v)
+
+    for values, label in dominant_label_rows(dtype):
+        x = np.array([values], dtype)
+        s = [s_exact(v) for v in x[0]]
+        others = sum(s) - s[label]  # exact, no cancellation
+        assert others < Fraction(1, 2**20) * sum(s)
+        loss_reference = math.log1p(others / s[label])  # others / s_label rounded once
+        gradient_reference = -(others / sum(s)) / (1 + abs(Fraction(float(x[0, label]))))
+        loss, grad = stablemax_cross_entropy(x, np.array([label]), reduction="none", return_grad=True,
+                                             backend=backend)
+        assert grad.dtype == dtype
+        np.testing.assert_allclose(loss[0], loss_reference, rtol=1e-14, atol=0, err_msg=str(values[:5]))
+        expected = dtype(float(gradient_reference))
+        rtol = 2.0**-23 if dtype == np.float32 else 1e-14
+        np.testing.assert_allclose(grad[0, label], expected, rtol=rtol, atol=0, err_msg=str(values[:5]))
+        if others == 0:
+            assert loss[0] == 0 and grad[0, label] == 0 and not np.signbit(grad[0, label])
+        # the other elements keep p / (1 + |x|), p = s / sum
+        rest = [i for i in range(x.shape[1]) if i != label]
+        rest_reference = [float(s[i] / sum(s) / (1 + abs(Fraction(float(x[0, i]))))) for i in rest]
+        np.testing.assert_allclose(grad[0, rest].astype(np.float64), rest_reference,
+                                   rtol=1e-6 if dtype == np.float32 else 1e-13, atol=1e-40)
