@@ -703,7 +703,8 @@ def nan_winning_max(a, running):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def block_absmax(x, start, stop):
-    """max |x| over x[start:stop]: NaN if any is NaN, else inf if any is infinite."""
+    """max |x| over x[start:stop]: NaN if any is NaN (the default NaN, whatever the payload of
+    x's, as the C kernels give), else inf if any is infinite."""
     lanes = np.zeros(LANES, f32)
     whole = start + (stop - start) // LANES * LANES
     for i in range(start, whole, LANES):
@@ -714,7 +715,7 @@ def block_absmax(x, start, stop):
         m = nan_winning_max(a, m)
     for i in range(whole, stop):
         m = nan_winning_max(abs(x[i]), m)
-    return m
+    return m if m == m else f32(np.nan)
 
 
 @njit(cache=True, nogil=True)
