@@ -16,6 +16,7 @@ import ctypes.util
 import math
 import mmap
 import re
+import sys
 
 import numpy as np
 
@@ -350,3 +351,25 @@ def describe_array(x):
 
 
 ERROR_INDEX = re.compile(r"x\[([0-9, ]*)\] is")
+
+
+def warm_up_row_ops(ops, then):
+    """Compiles (or loads) the Numba kernels of ops, and of then(x, backend), before the fuzzer's
+    clock starts: float32 and float64, writable and read-only (Numba compiles a specialization
+    for read-only arrays)."""
+    for backend in BACKENDS:
+        for dtype, readonly in ((np.float32, False), (np.float64, False), (np.float32, True), (np.float64, True)):
+            x = np.ones((2, 3), dtype)
+            x.flags.writeable = not readonly
+            for op in ops:
+                op(x, backend=backend)
+            then(x, backend)
+
+
+def fuzz(test_one_input, warm_up):
+    """libFuzzer over test_one_input with the command line's flags, once warm_up() has run."""
+    import atheris
+
+    warm_up()
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()

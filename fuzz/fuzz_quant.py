@@ -406,11 +406,5 @@ def warm_up():
             quant.dequantize_blockwise(q, state, backend=backend)
 
 
-def main():
-    warm_up()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    C.fuzz(TestOneInput, warm_up)

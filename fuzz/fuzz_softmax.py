@@ -270,21 +270,8 @@ def TestOneInput(data):
 
 
 def warm_up():
-    """Compile (or load) every Numba kernel before the fuzzer's clock starts."""
-    for backend in C.BACKENDS:
-        for dtype, readonly in ((np.float32, False), (np.float64, False), (np.float32, True), (np.float64, True)):
-            x = np.ones((2, 3), dtype)
-            x.flags.writeable = not readonly  # Numba compiles a specialization for read-only arrays
-            for op in ROW_OPS:
-                op(x, backend=backend)
-            softmaxlib.logsumexp(x, backend=backend)
-
-
-def main():
-    warm_up()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    C.warm_up_row_ops(ROW_OPS, lambda x, backend: softmaxlib.logsumexp(x, backend=backend))
 
 
 if __name__ == "__main__":
-    main()
+    C.fuzz(TestOneInput, warm_up)
