@@ -45,6 +45,7 @@ def test_there_are_targets_and_seeds():
 
 
 @needs_fuzz_folder
+@pytest.mark.subnormal  # the targets' references assume IEEE subnormals
 @pytest.mark.parametrize("target", TARGETS)
 def test_target_runs_on_its_seed_corpus(target):
     module = _load(target)
