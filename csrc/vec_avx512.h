@@ -115,9 +115,12 @@ SML_INLINE vf vf_exp_mantissa(vf t, vf *n) {
 /* p * 2^d for integer-valued d <= 32 and p in [0.7, 1.42] (an exp mantissa)
  * or a small sum of them; +0 for d below SML_SCALE_FLOOR, as in vec_avx2.h:
  * never subnormal.  vscalefps applies 2^d exactly in one instruction, with no
- * float->int conversion or exponent-field arithmetic. */
+ * float->int conversion or exponent-field arithmetic.  The mask is unordered
+ * (not less than): a NaN d, which comes from a NaN x, keeps its lane and gives
+ * NaN; an ordered >= zeroed it and lost the NaN of the row (vec_avx2.h keeps
+ * it through p * 0, p being NaN too). */
 SML_INLINE vf vf_scale_pow2(vf p, vf d) {
-    return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(d, vf_set1(SML_SCALE_FLOOR), _CMP_GE_OQ), p, d);
+    return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(d, vf_set1(SML_SCALE_FLOOR), _CMP_NLT_UQ), p, d);
 }
 
 /* v * 2^d, flushed to +0 below FLT_MIN (NaN kept), for integer-valued d <= 0
