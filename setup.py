@@ -21,6 +21,6 @@ class OptionalBuildExt(build_ext):
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 
 setup(
-    cffi_modules=["softmaxlib/_build_ffi.py:ffibuilder"] if X86_64 else [],
+    cffi_modules=["build_ffi.py:ffibuilder"] if X86_64 else [],
     cmdclass={"build_ext": OptionalBuildExt},
 )

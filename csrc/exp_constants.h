@@ -1,5 +1,5 @@
 /* Constants of the float32 exp shared by every ISA (and mirrored by the Numba
- * twins in softmaxlib/_numba_kernels.py).
+ * twins in softmaxlib/_numba/_exp.py).
  *
  * exp(t) = 2^n * p(r), n = round(t * log2(e)), r = t - n*ln2.
  * "rr2": ln2 is split into a high part with 8 trailing zero bits, so n*ln2_hi

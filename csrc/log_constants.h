@@ -1,5 +1,5 @@
 /* Constants of the float32 log under log-StableMax, shared by every ISA (and
- * mirrored by the Numba twin in softmaxlib/_numba_kernels.py).
+ * mirrored by the Numba twin in softmaxlib/_numba/_log.py).
  *
  * log(v) = k ln 2 + log(1 + f), with m = 1 + f in [sqrt(1/2), sqrt(2)) taken
  * from v's bits (vf_log_split), and

@@ -17,6 +17,7 @@
  * dequantize: code[q] * absmax of q's block; NaN for a block whose absmax is
  * not finite. */
 #include <math.h>
+#include "tiles.h"
 #include <string.h>
 #include "row_layout.h"
 
@@ -125,12 +126,12 @@ static void codes_of_huge_block(const float *x, int64_t n, float m, const int32_
     }
 }
 
-void SML_ISA_SUFFIX(sml_u8_codes_of_scaled)(int64_t n, const float *y, const int32_t *table, const float *midpoints,
+void SML_ISA_SUFFIX(sml_f32_u8_codes_of_scaled)(int64_t n, const float *y, const int32_t *table, const float *midpoints,
                                             int single_compare, uint8_t zero_code, uint8_t *q) {
     codes_of_scaled_block(y, n, 1.0f, table, midpoints, single_compare, zero_code, q);
 }
 
-void SML_ISA_SUFFIX(sml_u8_quantize_blockwise)(int64_t n, const float *x, int64_t blocksize, const int32_t *table,
+void SML_ISA_SUFFIX(sml_f32_u8_quantize_blockwise)(int64_t n, const float *x, int64_t blocksize, const int32_t *table,
                                                const float *midpoints, int single_compare, uint8_t zero_code,
                                                uint8_t *q, float *absmax) {
     for (int64_t start = 0, b = 0; start < n; start += blocksize, b++) {
@@ -176,8 +177,10 @@ SML_INLINE void dequantize_blocks(int64_t n, const uint8_t *q, const float *absm
     if (stream) vf_stream_fence();
 }
 
-void SML_ISA_SUFFIX(sml_u8_dequantize_blockwise)(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
+void SML_ISA_SUFFIX(sml_u8_f32_dequantize_blockwise)(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
                                                  const float *code, float *out, int stream) {
     if (stream && VF_DEQUANTIZE_STREAMS) dequantize_blocks(n, q, absmax, blocksize, code, out, 1);
     else dequantize_blocks(n, q, absmax, blocksize, code, out, 0);
 }
+
+SML_TILES(quant, VF_LANES)

@@ -4,14 +4,19 @@
  * include guards, no macros, no includes (every .c file includes <stdint.h>
  * first).  Declaring a function twice is legal C, so no guard is needed.
  *
- * Naming, after XNNPACK: sml_<dtype>_<operation>__<isa>.
- * Every row kernel has the same contract:
+ * The kernels' declarations are not written here: softmaxlib/_catalog.py lists
+ * every kernel once, with its signature (_catalog.SIGNATURES), and the build
+ * (build_ffi.py) declares it for each ISA.  This file states their contracts.
+ *
+ * Naming, after XNNPACK: sml_<dtype>_<id>__<isa>, where <id> is the catalog's
+ * id and <dtype> f32, or f32_u8 / u8_f32 for a conversion.
+ * Every row kernel (signature "rows") has the same contract:
  *   - `rows` contiguous rows of `n` float32 each, row r at x + r*n, result at
  *     y + r*n; y may be x itself (in place), any other overlap is undefined;
  *   - single-threaded, reentrant, no global state;
  *   - reads and writes nothing outside [x, x + rows*n) and [y, y + rows*n);
  *   - every array at a multiple of its element size, as C requires (NumPy
- *     arrays need not be: softmaxlib/_registry.py passes aligned copies), and
+ *     arrays need not be: softmaxlib/_bindings.py passes aligned copies), and
  *     no other alignment assumed.
  */
 
@@ -42,62 +47,37 @@ void sml_set_mxcsr(uint32_t value);
 uint64_t sml_stream_read(const uint64_t *words, int64_t count);
 void sml_stream_read_write(uint64_t *words, int64_t count);
 
-/* The vector exp of every softmax kernel, exported so that the tests can check
- * it over every float32 input: e[i] = exp(t[i]) for t[i] <= 0 or NaN, +0
- * below ln(FLT_MIN) (csrc/exp_constants.h). */
-void sml_f32_exp_nonpositive__avx2(int64_t n, const float *t, float *e);
-void sml_f32_exp_nonpositive__avx512(int64_t n, const float *t, float *e);
+/* exp_nonpositive: the vector exp of every softmax kernel, exported so that
+ * the tests can check it over every float32 input: e[i] = exp(t[i]) for
+ * t[i] <= 0 or NaN, +0 below ln(FLT_MIN) (csrc/exp_constants.h). */
 
-/* Three-pass softmax and log-softmax.
+/* sml_<family>_tile__<isa>(k): the k-th loop tile of a family's kernels on an
+ * ISA, in elements (vector lanes, then vectors per trip times lanes), 0 past
+ * the last: row lengths around their multiples take other paths, and the
+ * tests choose lengths from them. */
+
+/* Three-pass softmax and log-softmax (softmax_reload, log_softmax_reload, ...).
  * reload:    max; y = exp(x - max) while summing; y *= 1/sum.
  * recompute: max; sum of exp(x - max); y = exp(x - max) * (1/sum).
  * log_softmax: y = (x - max) - log(sum) in both variants; reload stores x - max
  * in the second pass and subtracts in the third, recompute forms it again.
  * reload_exact: reload with exp(x - max) = p * 2^(n - n_max) from exp(x) =
  * p * 2^n, so that x - max is never rounded (softmax only). */
-void sml_f32_softmax_reload__avx2(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_softmax_recompute__avx2(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_log_softmax_reload__avx2(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_log_softmax_recompute__avx2(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_softmax_reload_exact__avx2(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_softmax_reload__avx512(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_softmax_recompute__avx512(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_log_softmax_reload__avx512(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_log_softmax_recompute__avx512(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_softmax_reload_exact__avx512(int64_t rows, int64_t n, const float *x, float *y);
 
-/* Two-pass softmax and log-softmax (csrc/two_pass_kernels.h); the _stream
- * kernels write y with non-temporal stores, for outputs larger than the cache
+/* Two-pass softmax and log-softmax (csrc/two_pass_kernels.h); their _stream
+ * versions write y with non-temporal stores, for outputs larger than the cache
  * (softmaxlib picks them above half the last-level cache).  And the first
- * pass alone: per row, sum exp(x) = mantissa[r] * 2^exponent[r] (exponent
+ * pass alone, sum_exp_pair: per row, sum exp(x) = mantissa[r] * 2^exponent[r] (exponent
  * integral; -inf with mantissa 0 for an empty or all -inf row). */
-void sml_f32_softmax_two_pass__avx2(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_log_softmax_two_pass__avx2(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_sum_exp_pair__avx2(int64_t rows, int64_t n, const float *x, double *mantissa, double *exponent);
-void sml_f32_softmax_two_pass_stream__avx2(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_log_softmax_two_pass_stream__avx2(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_softmax_two_pass__avx512(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_log_softmax_two_pass__avx512(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_sum_exp_pair__avx512(int64_t rows, int64_t n, const float *x, double *mantissa, double *exponent);
-void sml_f32_softmax_two_pass_stream__avx512(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_log_softmax_two_pass_stream__avx512(int64_t rows, int64_t n, const float *x, float *y);
 
 /* StableMax (Prieto et al., 2025) and log-StableMax (csrc/stablemax_kernels.h):
  * s(x) = x + 1 for x >= 0, 1 / (1 - x) below; y = s(x) / sum s, or
  * log s(x) - log sum s.  No max is subtracted. */
-void sml_f32_stablemax__avx2(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_log_stablemax__avx2(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_stablemax__avx512(int64_t rows, int64_t n, const float *x, float *y);
-void sml_f32_log_stablemax__avx512(int64_t rows, int64_t n, const float *x, float *y);
 
-/* StableMax cross-entropy per row, accumulated in double: losses[r] =
+/* stablemax_cross_entropy: per row, accumulated in double: losses[r] =
  * log(sum s) - log s(x[label]); rows whose label is ignore_index give 0.  With
  * grad (else NULL): grad = grad_scale * (p - onehot) / (1 + |x|), zero for
  * ignored rows.  labels must lie in [0, n) or equal ignore_index. */
-void sml_f32_stablemax_cross_entropy__avx2(int64_t rows, int64_t n, const float *x, const int64_t *labels,
-                                           int64_t ignore_index, double grad_scale, double *losses, float *grad);
-void sml_f32_stablemax_cross_entropy__avx512(int64_t rows, int64_t n, const float *x, const int64_t *labels,
-                                             int64_t ignore_index, double grad_scale, double *losses, float *grad);
 
 /* 8-bit block-wise quantization (csrc/quant_kernels.h; softmaxlib/quant.py).
  * table (2^16 int32), midpoints (256 float32) and zero_code come from
@@ -109,17 +89,3 @@ void sml_f32_stablemax_cross_entropy__avx512(int64_t rows, int64_t n, const floa
  *   block whose absmax is not finite); stream = 1
  *   asks for non-temporal stores (softmaxlib asks above half the last-level
  *   cache; the AVX2 kernel declines, where they measured slower). */
-void sml_u8_codes_of_scaled__avx2(int64_t n, const float *y, const int32_t *table, const float *midpoints,
-                                  int single_compare, uint8_t zero_code, uint8_t *q);
-void sml_u8_quantize_blockwise__avx2(int64_t n, const float *x, int64_t blocksize, const int32_t *table,
-                                     const float *midpoints, int single_compare, uint8_t zero_code, uint8_t *q,
-                                     float *absmax);
-void sml_u8_dequantize_blockwise__avx2(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
-                                       const float *code, float *out, int stream);
-void sml_u8_codes_of_scaled__avx512(int64_t n, const float *y, const int32_t *table, const float *midpoints,
-                                    int single_compare, uint8_t zero_code, uint8_t *q);
-void sml_u8_quantize_blockwise__avx512(int64_t n, const float *x, int64_t blocksize, const int32_t *table,
-                                       const float *midpoints, int single_compare, uint8_t zero_code, uint8_t *q,
-                                       float *absmax);
-void sml_u8_dequantize_blockwise__avx512(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
-                                         const float *code, float *out, int stream);

@@ -14,6 +14,7 @@
  * A +inf takes the limit (infinite_rows.h), a NaN makes the row NaN.
  */
 #include <float.h>
+#include "tiles.h"
 #include <math.h>
 #include "row_layout.h"
 #include "infinite_rows.h"
@@ -274,3 +275,5 @@ void SML_ISA_SUFFIX(sml_f32_stablemax_cross_entropy)(int64_t rows, int64_t n, co
         }
     }
 }
+
+SML_TILES(stablemax, VF_LANES, STABLE_UNROLL * VF_LANES)

@@ -21,6 +21,7 @@
  * epilogue).
  */
 #include <math.h>
+#include "tiles.h"
 #include "row_layout.h"
 #include "infinite_rows.h"
 #include "exp_pairs.h"
@@ -321,3 +322,5 @@ ROW_KERNEL(sml_f32_log_softmax_recompute, 0, 1)
 void SML_ISA_SUFFIX(sml_f32_softmax_reload_exact)(int64_t rows, int64_t n, const float *x, float *y) {
     for (int64_t r = 0; r < rows; r++) reload_exact_row(x + r * n, y + r * n, n);
 }
+
+SML_TILES(three_pass, VF_LANES, UNROLL * VF_LANES, SUM_TRIP * VF_LANES)

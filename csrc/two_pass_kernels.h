@@ -22,6 +22,7 @@
  * exactly 1 and 0.
  */
 #include <math.h>
+#include "tiles.h"
 #include "row_layout.h"
 #include "exp_pairs.h"
 
@@ -169,6 +170,11 @@ void SML_ISA_SUFFIX(sml_f32_sum_exp_pair)(int64_t rows, int64_t n, const float *
     }
 }
 
+/* The three-pass reload kernels of this ISA (csrc/three_pass_kernels.h, in
+ * another translation unit; the build declares kernels from the catalog). */
+void SML_ISA_SUFFIX(sml_f32_softmax_reload)(int64_t rows, int64_t n, const float *x, float *y);
+void SML_ISA_SUFFIX(sml_f32_log_softmax_reload)(int64_t rows, int64_t n, const float *x, float *y);
+
 /* Both passes over each row; rows the pairs cannot represent, and rows of
  * one element, take the three-pass reload kernel. */
 SML_INLINE void two_pass_rows(int64_t rows, int64_t n, const float *x, float *y, int log_output, int stream) {
@@ -207,3 +213,5 @@ TWO_PASS_KERNEL(sml_f32_softmax_two_pass, 0, 0)
 TWO_PASS_KERNEL(sml_f32_log_softmax_two_pass, 1, 0)
 TWO_PASS_KERNEL(sml_f32_softmax_two_pass_stream, 0, 1)
 TWO_PASS_KERNEL(sml_f32_log_softmax_two_pass_stream, 1, 1)
+
+SML_TILES(two_pass, VF_LANES, SUM_TRIP * VF_LANES, OUTPUT_UNROLL * VF_LANES)

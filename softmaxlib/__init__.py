@@ -5,53 +5,122 @@ run the fastest algorithm that meets the accuracy bounds (softmaxlib/_auto.py,
 docs/algorithms.md). three_pass and two_pass give each algorithm by name.
 """
 from . import _auto, diagnostics, quant, stablemax, three_pass, two_pass
-from ._api import apply_rows
-from ._dispatch import DEFAULT_BACKEND, USABLE_BACKENDS
+from ._api import apply_rows, fast_path
+from ._dispatch import USABLE_BACKENDS
+from ._runtime import runtime_info, show_runtime
 from ._version import __version__
 from .two_pass import logsumexp
 
-__all__ = ["__version__", "backends", "diagnostics", "log_softmax", "logsumexp", "quant", "show_runtime", "softmax", "stablemax",
-           "three_pass", "two_pass"]
+__all__ = ["__version__", "backends", "diagnostics", "log_softmax", "logsumexp", "quant", "runtime_info",
+           "show_runtime", "softmax", "stablemax", "three_pass", "two_pass"]
+
+_FAST_SOFTMAX = fast_path(lambda backend: _auto.choice("softmax", backend))
+_FAST_LOG_SOFTMAX = fast_path(lambda backend: _auto.choice("log_softmax", backend))
+
+
+def _auto_softmax(backend, n):
+    return _auto.kernel_id("softmax", backend, n)
+
+
+def _auto_log_softmax(backend, n):
+    return _auto.kernel_id("log_softmax", backend, n)
 
 
 def softmax(x, axis=-1, *, out=None, backend=None):
-    """exp(x) / sum(exp(x)) along `axis`, within 4 ULP of float64 for float32 input.
+    """Softmax, exp(x) / sum(exp(x)) along `axis`, within 4 ULP of float64 for float32 input.
 
-    Arguments, dtypes and special values as three_pass.softmax (no variant): the algorithm
-    is chosen per backend and row length (reload_exact in cache, two-pass beyond).
+    The algorithm is chosen per backend and row length: three-pass reload with x - max never
+    rounded while a row stays in cache, two-pass beyond (softmaxlib.runtime_info() shows the
+    crossover). Special values follow docs/semantics.md.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 (SIMD kernels), float64 (computed in float64), float16 (computed in float32),
+        or integers and bool (become float64, as in SciPy). Any layout and byte order.
+    axis : int, optional
+        The axis to normalize along (default: the last).
+    out : ndarray, optional
+        An array of the result's shape and dtype to write into; it may be `x` itself.
+    backend : {"avx512", "avx2", "numba"}, optional
+        Default: the best this CPU runs, or SOFTMAXLIB_BACKEND.
+
+    Returns
+    -------
+    ndarray
+        The softmax, of x's shape: float32 for float32 input, float16 for float16, float64
+        for float64, integers and bool; `out` if given.
+
+    Raises
+    ------
+    TypeError
+        For complex, object or string input, or a non-integer axis.
+    numpy.exceptions.AxisError
+        For an axis out of range.
+    ValueError
+        For an unknown or unusable backend, or an `out` of the wrong shape or dtype, or read-only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softmaxlib
+    >>> softmaxlib.softmax(np.log(np.array([[1, 3], [1, 1]], np.float32)))
+    array([[0.25, 0.75],
+           [0.5 , 0.5 ]], dtype=float32)
     """
-    return apply_rows(lambda backend, n: _auto.operation("softmax", backend, n), x, axis, out, backend)
+    if backend is None:
+        y = _FAST_SOFTMAX(x, axis, out)
+        if y is not None:
+            return y
+    return apply_rows(_auto_softmax, x, axis, out, backend)
 
 
 def log_softmax(x, axis=-1, *, out=None, backend=None):
-    """x - logsumexp(x) along `axis`; arguments as softmax (three-pass reload in cache, two-pass beyond)."""
-    return apply_rows(lambda backend, n: _auto.operation("log_softmax", backend, n), x, axis, out, backend)
+    """Log-softmax, x - logsumexp(x) along `axis`, within a few float32 epsilons of max(1, |result|).
+
+    Three-pass reload while a row stays in cache, two-pass beyond.
+
+    Parameters
+    ----------
+    x, axis, out, backend
+        As softmax().
+
+    Returns
+    -------
+    ndarray
+        The log-softmax, of x's shape and result dtype as softmax(); `out` if given.
+
+    Raises
+    ------
+    TypeError, numpy.exceptions.AxisError, ValueError
+        As softmax().
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softmaxlib
+    >>> softmaxlib.log_softmax(np.array([0.0, 0.0], np.float32))
+    array([-0.6931472, -0.6931472], dtype=float32)
+    """
+    if backend is None:
+        y = _FAST_LOG_SOFTMAX(x, axis, out)
+        if y is not None:
+            return y
+    return apply_rows(_auto_log_softmax, x, axis, out, backend)
 
 
 def backends():
-    """The backends usable on this machine, best first."""
+    """The backends usable on this machine, best first.
+
+    Returns
+    -------
+    list of str
+        A subset of ["avx512", "avx2", "numba"]; "numba" is always usable.
+
+    Examples
+    --------
+    >>> import softmaxlib
+    >>> softmaxlib.backends()[-1]
+    'numba'
+    """
     return list(USABLE_BACKENDS)
-
-
-def show_runtime():
-    """Prints the CPU features found, the backend of each operation and the versions in use."""
-    import platform
-
-    import cffi
-    import numba
-    import numpy
-
-    from . import _dispatch, _registry
-
-    print(f"softmaxlib {__version__} on {platform.machine()}, Python {platform.python_version()}")
-    print(f"versions: numpy {numpy.__version__}, numba {numba.__version__}, cffi {cffi.__version__}")
-    if _dispatch.lib is None:
-        print("C kernels: not built (Numba backend only)")
-    else:
-        found = [name for name, present in _dispatch.CPU_FEATURES.items() if present]
-        print(f"CPU features: {' '.join(found) or 'none of interest'}")
-    forced = f" (forced by {_dispatch.ENV_VAR})" if _dispatch.FORCED_BACKEND else ""
-    print(f"backends usable: {', '.join(USABLE_BACKENDS)}; default: {DEFAULT_BACKEND}{forced}")
-    for name, operation in {**_registry.OPERATIONS, **_registry.PAIR_REDUCTIONS, **_registry.LOSSES}.items():
-        family = getattr(operation, "family", "stablemax" if name in _registry.LOSSES else "two_pass")
-        print(f"  {family}.{name}: {DEFAULT_BACKEND} (float32), numba (float64)")

@@ -1,20 +1,25 @@
 """Argument handling shared by every row-wise public function.
 
-The kernels see only (rows, n) C-contiguous arrays of float32 or float64.
-This module turns any array, axis, dtype and `out=` into that, following
-NumPy's conventions, and puts the result back where the user asked.
+The kernels see only C-contiguous arrays of float32 or float64 with rows along the last axis.
+Each public row function first tries its fast path (fast_path(): an ndarray of native float32,
+C-contiguous, reduced along the last axis, on the default backend, which goes straight to the
+C kernel bound once); everything else takes the general path (apply_rows()), which turns any
+array, axis, dtype and `out=` into that, following NumPy's conventions, and puts the result
+back where the user asked.
 """
-import contextlib
 import operator
 
 import numpy as np
 
-from . import _dispatch, _registry
+from . import _bindings, _catalog, _dispatch
 
 try:
     from numpy.exceptions import AxisError
 except ImportError:  # NumPy < 1.25
     from numpy import AxisError
+
+
+_COMPUTE_DTYPES = {}  # input dtype -> compute_dtype's answer, to skip its dtype arithmetic per call
 
 
 def compute_dtype(dtype):
@@ -24,6 +29,13 @@ def compute_dtype(dtype):
     returns float16; integers and bool become float64, as in SciPy. Byte order
     does not matter: results are in native order.
     """
+    dtypes = _COMPUTE_DTYPES.get(dtype)
+    if dtypes is None:
+        dtypes = _COMPUTE_DTYPES[dtype] = _compute_dtype(dtype)
+    return dtypes
+
+
+def _compute_dtype(dtype):
     if dtype.kind == "f" and dtype.itemsize in (2, 4, 8):
         native = dtype.newbyteorder("=")
         return (np.dtype(np.float32) if dtype.itemsize == 2 else native), native
@@ -63,11 +75,73 @@ def _checked_arguments(x, axis, backend):
     return backend, x, work_dtype, result_dtype, normalize_axis(axis, x.ndim)
 
 
-def apply_rows(operation, x, axis, out, backend):
-    """Runs the registry's `operation` along `axis` of x; returns the result (out if given).
+FLOAT32 = np.dtype(np.float32)
 
-    `operation` is a registry name, or a function (backend, n) -> name choosing one by the
-    row length n (the auto path)."""
+
+def fast_path(choice):
+    """f(x, axis, out): the result for the common case, else None (take apply_rows).
+
+    choice: the catalog kernel id of a public function, or its auto choice, a function
+    backend -> (id in cache, id beyond or None, crossover in elements): resolved once here,
+    for the default backend. The common case is an ndarray of native float32, C-contiguous and
+    aligned, with at least one element, reduced along its last axis, and out None or a
+    float32 array of its shape, C-contiguous, aligned, writable, and x itself or not
+    overlapping it. The general path gives the same results; this one skips its checks and
+    conversions, which cost several times the kernel on short rows (docs/benchmarks.md)."""
+    backend = _dispatch.DEFAULT_BACKEND
+    if backend == "numba":
+        return lambda x, axis, out: None
+    in_cache, beyond, crossover = choice(backend) if callable(choice) else (choice, None, None)
+    ffi, lib = _dispatch.ffi, _dispatch.lib
+    functions = {}
+    for kernel_id in filter(None, (in_cache, beyond)):
+        kernel = _catalog.KERNELS[kernel_id]
+        function = getattr(lib, kernel.c_symbol(backend))
+        streaming = getattr(lib, kernel.c_symbol(backend, streaming=True)) if kernel.streaming else function
+        functions[kernel_id] = function, streaming
+    small, small_streaming = functions[in_cache]
+    large, large_streaming = functions[beyond] if beyond else functions[in_cache]
+    crossover = crossover if beyond else -1
+    stream_above = _dispatch.STREAM_ABOVE_BYTES
+    from_buffer, floats, ndarray, empty_like, may_share_memory = \
+        ffi.from_buffer, _bindings.FLOATS, np.ndarray, np.empty_like, np.may_share_memory
+
+    def fast(x, axis, out):
+        if type(x) is not ndarray or x.dtype is not FLOAT32 or type(axis) is not int:
+            return None
+        ndim = x.ndim
+        if (axis != -1 and axis != ndim - 1) or not ndim:
+            return None
+        flags = x.flags
+        size = x.size
+        if not (flags.c_contiguous and flags.aligned and size):
+            return None
+        if out is None:
+            y = empty_like(x)
+        elif type(out) is ndarray and out.dtype is FLOAT32 and out.shape == x.shape:
+            flags = out.flags
+            if not (flags.c_contiguous and flags.aligned and flags.writeable) or (
+                    out is not x and may_share_memory(out, x)):
+                return None
+            y = out
+        else:
+            return None
+        n = x.shape[-1]
+        if n > crossover >= 0:
+            function = large_streaming if size > stream_above >> 2 else large
+        else:
+            function = small_streaming if size > stream_above >> 2 else small
+        function(size // n, n, from_buffer(floats, x), from_buffer(floats, y))
+        return y
+
+    return fast
+
+
+def apply_rows(operation, x, axis, out, backend):
+    """Runs catalog kernel `operation` along `axis` of x; returns the result (out if given).
+
+    `operation` is a kernel id, or a function (backend, n) -> id choosing one by the row
+    length n (the auto path)."""
     backend, x, work_dtype, result_dtype, axis = _checked_arguments(x, axis, backend)
     if out is not None:
         check_out(out, x.shape, result_dtype)
@@ -78,12 +152,12 @@ def apply_rows(operation, x, axis, out, backend):
         out[...] = result
         return out
 
-    # Rows along the last axis; np.moveaxis costs microseconds, so only when needed.
+    # Rows along the last axis: a transposed view, when needed.
     last = axis == x.ndim - 1
-    rows_view = x if last else np.moveaxis(x, axis, -1)
+    rows_view = x if last else _axis_to_last(x, axis)
     # The kernels never modify their input, so a contiguous x is used as is.
     x_rows = np.ascontiguousarray(rows_view, dtype=work_dtype)
-    target = None if out is None else (out if last else np.moveaxis(out, axis, -1))
+    target = None if out is None else (out if last else _axis_to_last(out, axis))
     if target is not None and target.dtype == work_dtype and target.flags.c_contiguous and (
         not np.may_share_memory(target, x_rows) or _same_data(target, x_rows)
     ):
@@ -92,19 +166,33 @@ def apply_rows(operation, x, axis, out, backend):
         y_rows = np.empty(x_rows.shape, dtype=work_dtype)
     n = x_rows.shape[-1]
     if x_rows.size:
-        name = operation(backend, n) if callable(operation) else operation
-        kernel = _registry.row_kernel(name, backend, work_dtype)
-        kernel(x_rows.reshape(-1, n), y_rows.reshape(-1, n))
+        kernel_id = operation(backend, n) if callable(operation) else operation
+        _bindings.bound(kernel_id, backend, work_dtype)(x_rows, y_rows)
     if y_rows is target:
         return out
-    # Casting to float16 may overflow to -inf (log-softmax of a wide row): that is
-    # the correctly rounded result, not an error worth a warning.
-    with np.errstate(over="ignore") if result_dtype == np.float16 else contextlib.nullcontext():
-        if target is None:
-            result = y_rows.astype(result_dtype, copy=False)
-            return result if last else np.moveaxis(result, -1, axis)
-        target[...] = y_rows
+    if result_dtype is not work_dtype:
+        # Casting to float16 may overflow to -inf (log-softmax of a wide row): that is
+        # the correctly rounded result, not an error worth a warning.
+        with np.errstate(over="ignore"):
+            y_rows = y_rows.astype(result_dtype)
+    if target is None:
+        return y_rows if last else _last_to_axis(y_rows, axis)
+    target[...] = y_rows
     return out
+
+
+def _axis_to_last(a, axis):
+    """The view of `a` with `axis` moved last, as np.moveaxis (which costs microseconds more)."""
+    order = list(range(a.ndim))
+    order.append(order.pop(axis))
+    return a.transpose(order)
+
+
+def _last_to_axis(a, axis):
+    """The inverse of _axis_to_last."""
+    order = list(range(a.ndim - 1))
+    order.insert(axis, a.ndim - 1)
+    return a.transpose(order)
 
 
 def _same_data(a, b):
@@ -113,18 +201,17 @@ def _same_data(a, b):
 
 
 def reduce_rows(reduction, x, axis, backend):
-    """Runs the registry's pair reduction along `axis` of x.
+    """Runs the catalog's pair reduction along `axis` of x.
 
     Returns (mantissa, exponent), float64 arrays of x's shape without `axis`,
     and the result dtype of x (for callers that turn the pair into a value).
     """
     backend, x, work_dtype, result_dtype, axis = _checked_arguments(x, axis, backend)
-    rows_view = x.reshape(1) if x.ndim == 0 else np.moveaxis(x, axis, -1)
+    rows_view = x.reshape(1) if x.ndim == 0 else x if axis == x.ndim - 1 else _axis_to_last(x, axis)
     x_rows = np.ascontiguousarray(rows_view, dtype=work_dtype)
     n = x_rows.shape[-1]
     mantissa = np.empty(x_rows.shape[:-1])
     exponent = np.empty(x_rows.shape[:-1])
     if mantissa.size:
-        kernel = _registry.pair_kernel(reduction, backend, work_dtype)
-        kernel(x_rows.reshape(mantissa.size, n), mantissa.reshape(-1), exponent.reshape(-1))
+        _bindings.bound(reduction, backend, work_dtype)(x_rows, mantissa, exponent)
     return mantissa, exponent, result_dtype

@@ -84,6 +84,33 @@ def _default_backend(forced):
 DEFAULT_BACKEND = _default_backend(FORCED_BACKEND)
 
 
+def _sysfs_cache_sizes():
+    """{'L1d': bytes, 'L2': bytes, 'L3': bytes, ...} of cpu0's data and unified caches, from
+    Linux's sysfs (empty elsewhere)."""
+    sizes = {}
+    root = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(root)):
+            if not entry.startswith("index"):
+                continue
+
+            def read(name):
+                with open(os.path.join(root, entry, name)) as file:
+                    return file.read().strip()
+
+            level, kind, text = read("level"), read("type"), read("size").upper()
+            if kind == "Instruction":
+                continue
+            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            sizes[f"L{level}{'d' if kind == 'Data' else ''}"] = int(text.rstrip("KMG")) * scale
+    except (OSError, ValueError):
+        pass
+    return sizes
+
+
+CACHE_SIZES = _sysfs_cache_sizes()  # as read: under a hypervisor they may be the host's
+
+
 def _last_level_cache_bytes():
     """Size of the last-level cache in bytes.
 
@@ -98,24 +125,8 @@ def _last_level_cache_bytes():
             return int(size)
     except (ValueError, OSError, AttributeError):
         pass
-    try:
-        root = "/sys/devices/system/cpu/cpu0/cache"
-        best = (0, 0)
-        for entry in os.listdir(root):
-            if not entry.startswith("index"):
-                continue
-            with open(os.path.join(root, entry, "level")) as file:
-                level = int(file.read())
-            with open(os.path.join(root, entry, "size")) as file:
-                text = file.read().strip().upper()
-            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-            size = int(text.rstrip("KMG")) * scale
-            best = max(best, (level, size))
-        if best[1] > 0:
-            return best[1]
-    except (OSError, ValueError):
-        pass
-    return 32 << 20
+    levels = sorted(CACHE_SIZES.items(), key=lambda item: int(item[0][1:].rstrip("d")))
+    return levels[-1][1] if levels else 32 << 20
 
 
 LAST_LEVEL_CACHE_BYTES = _last_level_cache_bytes()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _codebooks, _dispatch, _registry
+from . import _bindings, _catalog, _codebooks, _dispatch
 from ._codebooks import create_dynamic_map, create_linear_map
 
 __all__ = ["QuantState", "create_dynamic_map", "create_linear_map", "dequantize_blockwise", "quantize_blockwise"]
@@ -33,15 +33,15 @@ MIN_BLOCKSIZE = 16
 MAX_BLOCKSIZE = 1 << 24
 NONFINITE = ("raise", "propagate")
 INPUT_DTYPES = (np.float16, np.float32, np.float64)
+_NATIVE_FLOAT_DTYPES = {np.dtype(d): np.dtype(d) for d in INPUT_DTYPES}
 
 
 def _native_float_dtype(dtype):
-    """float16, float32 or float64 in native byte order, for any byte order of them (results
-    are native, as softmax's); None for any other dtype."""
+    """float16, float32 or float64 in native byte order (NumPy's own dtype object), for any byte
+    order of them (results are native, as softmax's); None for any other dtype."""
     if dtype.kind != "f":
         return None
-    native = dtype.newbyteorder("=")
-    return native if native in [np.dtype(d) for d in INPUT_DTYPES] else None
+    return _NATIVE_FLOAT_DTYPES.get(dtype.newbyteorder("="))
 
 
 def _exactly_float32(values, name):
@@ -166,6 +166,51 @@ def _writable_out(out, name, shape, dtype):
     return out
 
 
+def _fast_quantizer():
+    """f(x, blocksize, nonfinite): quantize_blockwise's result for the common case, else None.
+
+    The common case: an ndarray of native float32, C-contiguous and aligned, not empty, with the
+    default codebook, an int blocksize in range, no out= and no backend=, and finite (or
+    nonfinite="propagate"). It calls the default backend's C kernel, bound once with the default
+    map's tables, and skips the general path's conversions (several microseconds on 4096
+    elements, more than the kernel)."""
+    backend = _dispatch.DEFAULT_BACKEND
+    if backend == "numba":
+        return lambda x, blocksize, nonfinite: None
+    ffi = _dispatch.ffi
+    kernel = getattr(_dispatch.lib, _catalog.KERNELS["quantize_blockwise"].c_symbol(backend))
+    default_code = create_dynamic_map()
+    tables = _codebooks.search_tables(default_code)  # cached: it stays alive, and so do its buffers
+    table_arguments = (ffi.from_buffer(_bindings.INT32S, tables.table), ffi.from_buffer(_bindings.FLOATS, tables.midpoints),
+                       int(tables.single_compare), tables.zero_code)
+    floats, uint8s, from_buffer, ndarray, empty, float32 = \
+        _bindings.FLOATS, _bindings.BYTES, ffi.from_buffer, np.ndarray, np.empty, np.dtype(np.float32)
+
+    def fast(x, blocksize, nonfinite):
+        if type(x) is not ndarray or x.dtype is not float32 or type(blocksize) is not int or \
+                not MIN_BLOCKSIZE <= blocksize <= MAX_BLOCKSIZE:
+            return None
+        flags = x.flags
+        size = x.size
+        if not (flags.c_contiguous and flags.aligned and size):
+            return None
+        q = empty(x.shape, np.uint8)
+        absmax = empty(-(-size // blocksize), np.float32)
+        kernel(size, from_buffer(floats, x), blocksize, *table_arguments, from_buffer(uint8s, q),
+               from_buffer(floats, absmax))
+        if nonfinite != "propagate" and not math.isfinite(absmax.sum()):
+            return None  # a NaN or inf (or a sum of absmax beyond FLT_MAX): the general path says which
+        return q, QuantState._of_valid_fields(absmax=absmax, code=default_code.copy(), blocksize=blocksize,
+                                              shape=x.shape, dtype=float32)
+
+    return fast
+
+
+_fast_quantize = _fast_quantizer()
+_DEQUANTIZE = _bindings.bound("dequantize_blockwise", _dispatch.DEFAULT_BACKEND)
+_UINT8, _FLOAT32 = np.dtype(np.uint8), np.dtype(np.float32)
+
+
 def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=None, nonfinite="raise",
                        backend=None):
     """(q, state): uint8 codes of x's shape and the QuantState to dequantize them.
@@ -176,6 +221,10 @@ def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=Non
     out / absmax_out: preallocated uint8 array of x's shape / float32 array of ceil(n / blocksize);
     nonfinite: "raise" (ValueError at the first NaN or inf) or "propagate"; backend: as softmax.
     """
+    if backend is None and code is None and out is None and absmax_out is None:
+        result = _fast_quantize(x, blocksize, nonfinite)
+        if result is not None:
+            return result
     backend = _dispatch.resolve(backend)
     blocksize = _check_blocksize(blocksize)
     if nonfinite not in NONFINITE:
@@ -196,7 +245,7 @@ def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=Non
     absmax_flat = absmax if absmax.flags.c_contiguous else np.empty(blocks, np.float32)
     if flat.size:
         tables = _codebooks.search_tables(code)
-        _registry.quant_kernel("quantize_blockwise", backend)(flat, blocksize, tables, q_flat, absmax_flat)
+        _bindings.bound("quantize_blockwise", backend)(flat, blocksize, tables, q_flat, absmax_flat)
         if nonfinite == "raise" and not np.isfinite(absmax_flat).all():
             first = int(np.flatnonzero(~np.isfinite(flat))[0])
             index = np.unravel_index(first, x.shape) if x.ndim else ()
@@ -215,6 +264,13 @@ def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=Non
 def dequantize_blockwise(q, state, *, out=None, backend=None):
     """code[q] * absmax per block: float32, or state.dtype (rounded from float32) if it is not;
     NaN over a block whose absmax is NaN or inf. The state was checked when it was built."""
+    if backend is None and out is None and type(q) is np.ndarray and q.dtype is _UINT8 and \
+            type(state) is QuantState and state.dtype is _FLOAT32 and q.flags.c_contiguous and q.size == state.size:
+        # the common case: straight to the default backend's kernel, bound once
+        result = np.empty(state.shape, np.float32)
+        if q.size:
+            _DEQUANTIZE(q, state.absmax, state.blocksize, state.code, result)
+        return result
     backend = _dispatch.resolve(backend)
     if not isinstance(state, QuantState):
         raise TypeError(f"state must be a QuantState, not {type(state).__name__}")
@@ -228,7 +284,7 @@ def dequantize_blockwise(q, state, *, out=None, backend=None):
     direct = dtype == np.float32 and result.flags.c_contiguous
     values = result.reshape(-1) if direct else np.empty(q.size, np.float32)
     if q.size:
-        _registry.quant_kernel("dequantize_blockwise", backend)(
+        _bindings.bound("dequantize_blockwise", backend)(
             np.ascontiguousarray(q.reshape(-1)), state.absmax, state.blocksize, state.code, values)
     if not direct:
         result[...] = values.reshape(state.shape)

@@ -16,8 +16,8 @@ import operator
 
 import numpy as np
 
-from . import _dispatch, _registry
-from ._api import apply_rows, compute_dtype, normalize_axis
+from . import _bindings, _dispatch
+from ._api import apply_rows, compute_dtype, fast_path, normalize_axis
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -32,13 +32,82 @@ def s(x):
         return np.where(x >= 0, x + 1, 1 / (1 - np.minimum(x, 0)))
 
 
+_FAST_STABLEMAX = fast_path("stablemax")
+_FAST_LOG_STABLEMAX = fast_path("log_stablemax")
+
+
 def stablemax(x, axis=-1, *, out=None, backend=None):
-    """s(x) / sum(s(x)) along `axis`; arguments and dtypes as softmaxlib.softmax."""
+    """StableMax: s(x) / sum(s(x)) along `axis`, with s(x) = x + 1 for x >= 0, 1 / (1 - x) below.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 (SIMD kernels), float64 (computed in float64), float16 (computed in float32),
+        or integers and bool (become float64). Any layout and byte order.
+    axis : int, optional
+        The axis to normalize along (default: the last).
+    out : ndarray, optional
+        An array of the result's shape and dtype to write into; it may be `x` itself.
+    backend : {"avx512", "avx2", "numba"}, optional
+        Default: the best this CPU runs, or SOFTMAXLIB_BACKEND.
+
+    Returns
+    -------
+    ndarray
+        The StableMax probabilities, of x's shape; `out` if given.
+
+    Raises
+    ------
+    TypeError
+        For complex, object or string input, or a non-integer axis.
+    numpy.exceptions.AxisError
+        For an axis out of range.
+    ValueError
+        For an unknown backend, or an `out` of the wrong shape or dtype, or read-only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import stablemax
+    >>> stablemax.stablemax(np.array([0.0, 1.0], np.float32))
+    array([0.33333334, 0.6666667 ], dtype=float32)
+    """
+    if backend is None:
+        y = _FAST_STABLEMAX(x, axis, out)
+        if y is not None:
+            return y
     return apply_rows("stablemax", x, axis, out, backend)
 
 
 def log_stablemax(x, axis=-1, *, out=None, backend=None):
-    """log s(x) - log(sum(s(x))) along `axis`; arguments as stablemax."""
+    """log s(x) - log(sum(s(x))) along `axis`.
+
+    Parameters
+    ----------
+    x, axis, out, backend
+        As stablemax().
+
+    Returns
+    -------
+    ndarray
+        The log-StableMax, of x's shape; `out` if given.
+
+    Raises
+    ------
+    TypeError, numpy.exceptions.AxisError, ValueError
+        As stablemax().
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import stablemax
+    >>> stablemax.log_stablemax(np.array([0.0, 0.0], np.float32))
+    array([-0.6931472, -0.6931472], dtype=float32)
+    """
+    if backend is None:
+        y = _FAST_LOG_STABLEMAX(x, axis, out)
+        if y is not None:
+            return y
     return apply_rows("log_stablemax", x, axis, out, backend)
 
 
@@ -90,8 +159,7 @@ def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore
     scale = 1.0 / count if reduction == "mean" and count else (np.nan if reduction == "mean" else 1.0)
     losses = np.empty(rows.shape[0])
     grad = np.empty_like(rows) if return_grad else None
-    kernel = _registry.loss_kernel("stablemax_cross_entropy", backend, work_dtype)
-    kernel(rows, flat_labels, -1, scale, losses, grad)
+    _bindings.bound("stablemax_cross_entropy", backend, work_dtype)(rows, flat_labels, -1, scale, losses, grad)
     if reduction == "none":
         loss = losses.reshape(labels.shape)
     else:

@@ -15,16 +15,84 @@ import math
 
 import numpy as np
 
-from ._api import apply_rows, reduce_rows
+from ._api import apply_rows, fast_path, reduce_rows
+
+_FAST_SOFTMAX = fast_path("softmax_two_pass")
+_FAST_LOG_SOFTMAX = fast_path("log_softmax_two_pass")
 
 
 def softmax(x, axis=-1, *, out=None, backend=None):
-    """exp(x) / sum(exp(x)) along `axis`; arguments as three_pass.softmax (no variant)."""
+    """Softmax by the Two-Pass algorithm: exp(x) / sum(exp(x)) along `axis`, within 4 ULP.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 (SIMD kernels), float64 (computed in float64), float16 (computed in float32),
+        or integers and bool (become float64). Any layout and byte order.
+    axis : int, optional
+        The axis to normalize along (default: the last).
+    out : ndarray, optional
+        An array of the result's shape and dtype to write into; it may be `x` itself.
+    backend : {"avx512", "avx2", "numba"}, optional
+        Default: the best this CPU runs, or SOFTMAXLIB_BACKEND.
+
+    Returns
+    -------
+    ndarray
+        The softmax, of x's shape and result dtype (as three_pass.softmax); `out` if given.
+
+    Raises
+    ------
+    TypeError
+        For complex, object or string input, or a non-integer axis.
+    numpy.exceptions.AxisError
+        For an axis out of range.
+    ValueError
+        For an unknown backend, or an `out` of the wrong shape or dtype, or read-only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import two_pass
+    >>> two_pass.softmax(np.log(np.array([1, 3], np.float32)))
+    array([0.25, 0.75], dtype=float32)
+    """
+    if backend is None:
+        y = _FAST_SOFTMAX(x, axis, out)
+        if y is not None:
+            return y
     return apply_rows("softmax_two_pass", x, axis, out, backend)
 
 
 def log_softmax(x, axis=-1, *, out=None, backend=None):
-    """x - logsumexp(x) along `axis`; arguments as three_pass.log_softmax (no variant)."""
+    """Log-softmax by the Two-Pass algorithm: x - logsumexp(x) along `axis`.
+
+    Parameters
+    ----------
+    x, axis, out, backend
+        As softmax().
+
+    Returns
+    -------
+    ndarray
+        The log-softmax, of x's shape and result dtype; `out` if given.
+
+    Raises
+    ------
+    TypeError, numpy.exceptions.AxisError, ValueError
+        As softmax().
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import two_pass
+    >>> two_pass.log_softmax(np.array([0.0, 0.0], np.float32))
+    array([-0.6931472, -0.6931472], dtype=float32)
+    """
+    if backend is None:
+        y = _FAST_LOG_SOFTMAX(x, axis, out)
+        if y is not None:
+            return y
     return apply_rows("log_softmax_two_pass", x, axis, out, backend)
 
 

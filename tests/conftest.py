@@ -1,16 +1,31 @@
-"""Fixtures shared by the tests: every operation of the registry on every backend."""
+"""Fixtures shared by the tests: every kernel of the catalog on every backend."""
 import importlib
 import os
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import softmaxlib
-from softmaxlib import _registry
+from softmaxlib import _bindings, _catalog
+
+# Hypothesis: each test states its full example count as max_examples=examples(N); the profile caps
+# it. The default run ("fast") draws at most FAST_EXAMPLES per test; the slow step of .ci/run passes
+# --hypothesis-profile=full (with -m "slow or hypothesis"), where every test draws its N.
+FAST_EXAMPLES = 20
+settings.register_profile("fast", max_examples=FAST_EXAMPLES)
+settings.register_profile("full", max_examples=10_000)  # a cap above every N
+settings.load_profile("fast")  # --hypothesis-profile, applied after this module is imported, wins
+
+
+def examples(full):
+    """max_examples of a hypothesis test whose full count is `full`, under the loaded profile."""
+    return min(full, settings.default.max_examples)
+
 
 BACKENDS = [
     pytest.param(name, marks=pytest.mark.skipif(name not in softmaxlib.backends(), reason=f"{name} not usable on this CPU"))
-    for name in _registry.BACKENDS
+    for name in _bindings.BACKENDS
 ]
 
 
@@ -21,18 +36,18 @@ def backend(request):
 
 # The generic suites (zoo, special values, properties, guard pages, threads, errors) hold
 # softmax's semantics; StableMax has its own suite (test_stablemax.py).
-SOFTMAX_OPERATIONS = [name for name, spec in _registry.OPERATIONS.items() if spec.function in ("softmax", "log_softmax")]
+SOFTMAX_OPERATIONS = [name for name, spec in _catalog.by_signature("rows").items() if spec.function in ("softmax", "log_softmax")]
 
 
 @pytest.fixture(params=SOFTMAX_OPERATIONS)
 def operation(request):
-    """Name of a softmax or log-softmax registry operation, e.g. 'softmax_reload'."""
+    """Id of a softmax or log-softmax catalog kernel, e.g. 'softmax_reload'."""
     return request.param
 
 
 def public_function(operation):
-    """(callable, is_log) for a registry operation, through the public API with its variant bound."""
-    spec = _registry.OPERATIONS[operation]
+    """(callable, is_log) for a catalog kernel, through the public API with its variant bound."""
+    spec = _catalog.by_signature("rows")[operation]
     function = getattr(importlib.import_module(f"softmaxlib.{spec.family}"), spec.function)
     if spec.variant is None:
         return function, spec.function == "log_softmax"

@@ -37,7 +37,7 @@ LOG_FLOAT16_RTOL = 2.0**-10
 WIDEST_LANES = 16  # AVX-512
 UNROLL_ELEMENTS = 4 * WIDEST_LANES
 SUM_BLOCK = 4096  # csrc/three_pass_kernels.h
-NUMBA_BLOCK = 1024  # softmaxlib/_numba_kernels.py
+NUMBA_BLOCK = 1024  # BLOCK in softmaxlib/_numba/_rows.py
 
 ROW_LENGTHS = sorted(
     {0}

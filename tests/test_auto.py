@@ -1,5 +1,5 @@
 """The auto path, softmaxlib.softmax / log_softmax / logsumexp: it routes each call to the
-registry operation of softmaxlib/_auto.py's table, gives exactly that operation's result, and
+catalog kernel of softmaxlib/_auto.py's table, gives exactly that operation's result, and
 meets the accuracy bound of issue 3 on both sides of the crossover. (The operations themselves
 go through the whole zoo in test_agreement.py and the other generic suites.)"""
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 
 import softmaxlib
 from oracle import softmax_reference
-from softmaxlib import _auto, _dispatch, _registry, three_pass, two_pass
+from softmaxlib import _auto, _bindings, _catalog, _dispatch, three_pass, two_pass
 from test_accuracy import DISTRIBUTIONS, make_rows, reference_rows
 from test_agreement import EPS32, LOG_SOFTMAX_EPS, assert_softmax_close
 
@@ -17,7 +17,7 @@ SMALL_CACHE = 4 << 10  # a pretend last-level cache, so that rows of 1000 are be
 
 
 def public(operation):
-    spec = _registry.OPERATIONS[operation]
+    spec = _catalog.by_signature("rows")[operation]
     function = getattr(three_pass if spec.family == "three_pass" else two_pass, spec.function)
     return function if spec.variant is None else (lambda x, **kw: function(x, variant=spec.variant, **kw))
 
@@ -30,12 +30,12 @@ def side(request, monkeypatch):
     return request.param
 
 
-def test_table_covers_every_backend_with_registry_operations():
+def test_table_covers_every_backend_with_catalog_kernels():
     for function in FUNCTIONS:
-        for backend in _registry.BACKENDS:
+        for backend in _bindings.BACKENDS:
             in_cache, beyond, fraction = _auto.CHOICES[function, backend]
             for name in (in_cache, beyond):
-                assert name is None or _registry.OPERATIONS[name].function == function
+                assert name is None or _catalog.by_signature("rows")[name].function == function
             assert (beyond is None) == (fraction is None)
     # softmax may only choose algorithms that never round x - max (the 4 ULP bound)
     assert {c[0] for f, b in _auto.CHOICES for c in [_auto.CHOICES[f, b]] if f == "softmax"} == {"softmax_reload_exact"}
@@ -45,17 +45,17 @@ def test_table_covers_every_backend_with_registry_operations():
 def test_crossover_follows_the_cache_size(function, backend, monkeypatch):
     in_cache, beyond, fraction = _auto.CHOICES[function, backend]
     monkeypatch.setattr(_dispatch, "LAST_LEVEL_CACHE_BYTES", 32 << 20)
-    assert _auto.operation(function, backend, 1000) == in_cache
+    assert _auto.kernel_id(function, backend, 1000) == in_cache
     last_in_cache = int((32 << 20) * (fraction or 1) // 8)
-    assert _auto.operation(function, backend, last_in_cache) == in_cache
-    assert _auto.operation(function, backend, last_in_cache + 1) == (beyond or in_cache)
+    assert _auto.kernel_id(function, backend, last_in_cache) == in_cache
+    assert _auto.kernel_id(function, backend, last_in_cache + 1) == (beyond or in_cache)
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_routes_to_the_chosen_operation_and_matches_it_bitwise(function, backend, side, monkeypatch, rng):
     calls = []
-    original = _registry.row_kernel
-    monkeypatch.setattr(_registry, "row_kernel", lambda *args: calls.append(args[0]) or original(*args))
+    original = _bindings.bound
+    monkeypatch.setattr(_bindings, "bound", lambda *args: calls.append(args[0]) or original(*args))
     x = rng.standard_normal((3, 1000)).astype(np.float32) * np.float32(10)
     x[1, 7] = -np.inf
     y = FUNCTIONS[function](x, backend=backend)

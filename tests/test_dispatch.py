@@ -17,7 +17,7 @@ import pytest
 import softmaxlib
 from conftest import public_function
 from oracle import float32_ulp
-from softmaxlib import _dispatch, _registry
+from softmaxlib import _bindings, _catalog, _dispatch
 
 PACKAGE_DIR = pathlib.Path(softmaxlib.__file__).resolve().parent
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
@@ -74,11 +74,10 @@ def test_show_runtime(capsys):
             assert name in text, f"CPU feature {name} not shown"
     if _dispatch.lib is None:
         assert "not built" in text
-    lines = text.splitlines()
-    for name, operation in _registry.OPERATIONS.items():
-        line = [line for line in lines if f"{operation.family}.{name}:" in line]
-        assert len(line) == 1, f"operation {name} not shown once"
-        assert _dispatch.DEFAULT_BACKEND in line[0]
+    for name in _catalog.KERNELS:
+        if _catalog.KERNELS[name].function is not None:
+            assert f"float32: {name} on {_dispatch.DEFAULT_BACKEND}" in text, f"kernel {name} not shown"
+    assert "softmaxlib.quant.quantize_blockwise:" in text
     assert f"default: {_dispatch.DEFAULT_BACKEND}" in text
     for version in (f"softmaxlib {softmaxlib.__version__}", f"numpy {np.__version__}", f"numba {numba.__version__}",
                     f"cffi {cffi.__version__}"):
@@ -100,8 +99,8 @@ def test_environment_variable_forces_the_default(backend, tmp_path):
     assert f"file {PACKAGE_DIR / '__init__.py'}" in result.stdout
     assert f"default {backend} {backend}" in result.stdout
     assert f"default: {backend} (forced by SOFTMAXLIB_BACKEND)" in result.stdout
-    for name in _registry.OPERATIONS:
-        assert f"{name}: {backend} (float32)" in result.stdout
+    for name in _catalog.by_signature("rows"):
+        assert f"float32: {name} on {backend}" in result.stdout
 
 
 def test_environment_variable_unset(tmp_path):
@@ -201,13 +200,13 @@ def test_backend_argument_routes_to_that_kernel(operation, monkeypatch):
     """backend= picks the float32 kernel of that backend; no backend= picks the default; float64
     always takes the float64 kernel."""
     calls = []
-    original = _registry.row_kernel
+    original = _bindings.bound
 
-    def spy(operation_name, backend, dtype):
-        calls.append((operation_name, backend, np.dtype(dtype).name))
-        return original(operation_name, backend, dtype)
+    def spy(kernel_id, backend, dtype):
+        calls.append((kernel_id, backend, np.dtype(dtype).name))
+        return original(kernel_id, backend, dtype)
 
-    monkeypatch.setattr(_registry, "row_kernel", spy)
+    monkeypatch.setattr(_bindings, "bound", spy)
     function, _ = public_function(operation)
     x = np.random.default_rng(1).standard_normal((2, 9)).astype(np.float32)
     for backend in softmaxlib.backends():
@@ -215,9 +214,11 @@ def test_backend_argument_routes_to_that_kernel(operation, monkeypatch):
         function(x, backend=backend)
         function(x.T, axis=0, backend=backend, out=np.empty_like(x.T))
         assert calls == [(operation, backend, "float32")] * 2
-    calls.clear()
-    function(x)
-    assert calls == [(operation, _dispatch.DEFAULT_BACKEND, "float32")]
+    # Without backend=, float32 rows along the last axis take the fast path, which calls the
+    # default backend's kernel without a lookup: the same bits as that kernel.
+    expected = np.empty_like(x)
+    original(operation, _dispatch.DEFAULT_BACKEND, np.float32)(x, expected)
+    np.testing.assert_array_equal(function(x), expected)
     calls.clear()
     function(x.astype(np.float16))
     assert calls == [(operation, _dispatch.DEFAULT_BACKEND, "float32")]

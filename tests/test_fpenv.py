@@ -16,7 +16,7 @@ import pytest
 import softmaxlib
 from conftest import BACKENDS
 from fpenv import flush_denormals, requires_mxcsr, subnormal_flags
-from softmaxlib import _registry, quant, stablemax, two_pass
+from softmaxlib import _catalog, quant, stablemax, two_pass
 
 pytestmark = [requires_mxcsr, pytest.mark.subnormal]  # sets MXCSR itself
 
@@ -36,7 +36,7 @@ def rows(rng, distribution, dtype=np.float32, shape=(6, 1000)):
 
 
 def row_function(name):
-    spec = _registry.OPERATIONS[name]
+    spec = _catalog.by_signature("rows")[name]
     function = getattr(importlib.import_module(f"softmaxlib.{spec.family}"), spec.function)
     if spec.variant is None:
         return function
@@ -46,7 +46,7 @@ def row_function(name):
 def every_kernel():
     """(name, f(x, backend) -> tuple of arrays) for every kernel of the catalog."""
     kernels = [(name, (lambda f: lambda x, b: (f(x, backend=b),))(row_function(name)))
-               for name in _registry.OPERATIONS]
+               for name in _catalog.by_signature("rows")]
     kernels += [
         ("sum_exp_pair", lambda x, b: two_pass.sum_exp_pair(x, backend=b)),
         ("logsumexp", lambda x, b: (softmaxlib.logsumexp(x, backend=b),)),

@@ -82,7 +82,7 @@ def test_run_all_reads_the_execution_counts():
 
 # Regression, found by fuzz_softmax: float64 sum_exp_pair of |max| > DBL_MAX ln 2 was (nan, +-inf) and logsumexp NaN; fixed in b1ef854.
 # Was: float64 sum_exp_pair of a row whose max exceeds DBL_MAX / log2(e) ~ 1.246e308 in magnitude is (nan,
-# +-inf): the exponent max * log2(e) overflows in _numba_kernels.sum_exp_pair_exact, so logsumexp gives NaN
+# +-inf): the exponent max * log2(e) overflows in _numba.two_pass.sum_exp_pair_exact, so logsumexp gives NaN
 # for a finite row
 @pytest.mark.parametrize("row", [[1.7e308, 1.7e308], [1.3e308], [-1.3e308], [1.3e308, -np.inf]])
 def test_float64_pairs_beyond_dbl_max_ln2_saturate(row):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import public_function
-from softmaxlib import _dispatch, _registry
+from softmaxlib import _bindings, _catalog, _dispatch
 
 PAGE = mmap.PAGESIZE
 LENGTHS = list(range(1, 41)) + [63, 64, 65, 100, 1000, 4097]
@@ -98,7 +98,7 @@ PLACEMENTS = [("end", "end"), ("start", "start"), ("end", "start"), ("start", "e
 def _guarded_run(buffers, rng, operation, backend, call):
     """Runs call(x, y) for every length and placement; checks y against an unguarded run."""
     x_area, y_area = buffers
-    kernel = _registry.row_kernel(operation, backend, np.float32)
+    kernel = _bindings.bound(operation, backend, np.float32)
     for rows, n in _cases():
         for with_inf in (False, True) if n in (1, 17, 4097) else (False,):
             values = _rows(rng, rows, n, with_inf)
@@ -118,8 +118,8 @@ def _guarded_run(buffers, rng, operation, backend, call):
                 _check_untouched(x_area, x, context)
 
 
-def test_registry_kernels_stay_within_rows(buffers, operation, backend, rng):
-    kernel = _registry.row_kernel(operation, backend, np.float32)
+def test_bound_kernels_stay_within_rows(buffers, operation, backend, rng):
+    kernel = _bindings.bound(operation, backend, np.float32)
     _guarded_run(buffers, rng, operation, backend, kernel)
 
 
@@ -130,7 +130,7 @@ def test_c_kernels_with_empty_rows_touch_nothing(buffers, rows, n, operation, ba
     if backend == "numba":
         pytest.skip("C kernels only")
     x_area, y_area = buffers
-    c_function = getattr(_dispatch.lib, f"{_registry.OPERATIONS[operation].c_symbol}__{backend}")
+    c_function = getattr(_dispatch.lib, _catalog.KERNELS[operation].c_symbol(backend))
     x_end = _dispatch.ffi.cast("float *", x_area.ctypes.data + x_area.nbytes)
     y_end = _dispatch.ffi.cast("float *", y_area.ctypes.data + y_area.nbytes)
     c_function(rows, n, x_end, y_end)
@@ -149,10 +149,10 @@ def test_public_api_with_out_stays_within_rows(buffers, operation, backend, rng)
     _guarded_run(buffers, rng, operation, backend, call)
 
 
-@pytest.mark.parametrize("api", ["registry", "public"])
+@pytest.mark.parametrize("api", ["bound", "public"])
 def test_in_place_stays_within_rows(buffers, api, operation, backend, rng):
     x_area, _ = buffers
-    kernel = _registry.row_kernel(operation, backend, np.float32)
+    kernel = _bindings.bound(operation, backend, np.float32)
     function, _ = public_function(operation)
     for rows, n in _cases():
         values = _rows(rng, rows, n, with_inf=False)
@@ -162,7 +162,7 @@ def test_in_place_stays_within_rows(buffers, api, operation, backend, rng):
             x = place(x_area, (rows, n), where)
             x_area[...] = CANARY
             x[...] = values
-            if api == "registry":
+            if api == "bound":
                 kernel(x, x)
             else:
                 assert function(x, out=x, backend=backend) is x

@@ -5,7 +5,7 @@ the public API hands a C-contiguous `out=` (misaligned or not) straight to the k
 `out=` above the streaming threshold once segfaulted: the non-temporal stores of the two-pass
 kernels and of AVX-512 dequantize need aligned addresses, and a head of whole floats cannot align
 an address that is not a multiple of 4 (fixed in e5c3f11). This module runs every entry of the
-registry (row operations, pair reductions, losses, quantization operations, and the auto path
+catalog (row kernels, pair reductions, losses, quantization kernels, and the auto path
 softmaxlib.softmax / log_softmax) on every usable backend:
 
 - at shapes just below and above every path switch of the kernel templates: n = 1, 2, 3, 5, and
@@ -35,7 +35,7 @@ of a few hundred floats. A crash (SIGSEGV from a guard page or an unaligned non-
 fails the test of the entry that was running, naming the case (noted in a shared status file
 before every call), and the subprocess is restarted for the entries left. (The C bindings
 hand the kernels aligned copies of arrays that are not at a multiple of their item size, which C
-requires: softmaxlib/_registry.py.) Run by hand:
+requires: softmaxlib/_bindings.py.) Run by hand:
     SOFTMAXLIB_STREAM_ABOVE_BYTES=4096 python tests/test_layout_zoo.py [kind/name@backend ...]
 """
 import faulthandler
@@ -58,7 +58,7 @@ import pytest
 
 import softmaxlib
 from conftest import BACKENDS
-from softmaxlib import _auto, _codebooks, _dispatch, _registry
+from softmaxlib import _auto, _bindings, _catalog, _codebooks, _dispatch
 from test_guard_pages import guarded_buffer
 
 STREAM_ABOVE = 4096  # SOFTMAXLIB_STREAM_ABOVE_BYTES in the subprocess
@@ -153,7 +153,7 @@ F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def _row_setups(name, backend):
-    kernel = _registry.row_kernel(name, backend, np.float32)
+    kernel = _bindings.bound(name, backend, np.float32)
     for shape, variant in ROW_DATA:
         yield Setup(f"shape {shape}, {variant}", [_row_values(shape, variant)], [(shape, F32)],
                     lambda i, o: kernel(i[0], o[0]), in_place=True)
@@ -175,24 +175,24 @@ def _auto_setups(function, backend):
     crossover = _auto_crossover(function, backend)
     shapes = list(ROW_SHAPES)
     if crossover is not None:
-        below, above = (_auto.operation(function, backend, n) for n in (crossover, crossover + 1))
+        below, above = (_auto.kernel_id(function, backend, n) for n in (crossover, crossover + 1))
         if below == above:
             raise AssertionError(f"the auto path runs {below} on both sides of its crossover {crossover}")
         shapes += [(1, crossover), (1, crossover + 1), (3, crossover + 1)]
     for shape in shapes:
-        yield Setup(f"shape {shape}, normal, {_auto.operation(function, backend, shape[1])}",
+        yield Setup(f"shape {shape}, normal, {_auto.kernel_id(function, backend, shape[1])}",
                     [_row_values(shape, "normal")], [(shape, F32)], call, in_place=True)
 
 
 def _pair_setups(name, backend):
-    kernel = _registry.pair_kernel(name, backend, np.float32)
+    kernel = _bindings.bound(name, backend, np.float32)
     for shape, variant in ROW_DATA:
         yield Setup(f"shape {shape}, {variant}", [_row_values(shape, variant)], [((shape[0],), F64)] * 2,
                     lambda i, o: kernel(i[0], o[0], o[1]))
 
 
 def _loss_setups(name, backend):
-    kernel = _registry.loss_kernel(name, backend, np.float32)
+    kernel = _bindings.bound(name, backend, np.float32)
     for shape, variant in ROW_DATA:
         if variant == "-inf":
             continue  # the loss's exact paths: +inf and huge
@@ -225,8 +225,8 @@ def _quant_values(n, variant, blocksize=16):
 
 
 def _quant_setups(name, backend):
-    kernel = _registry.quant_kernel(name, backend)
-    numba = _registry.quant_kernel(name, "numba")
+    kernel = _bindings.bound(name, backend)
+    numba = _bindings.bound(name, "numba")
     data = [(n, "normal") for n in QUANT_SIZES] + [(n, "special") for n in QUANT_SPECIAL_SIZES]
     if name == "codes_of_scaled":
         for codebook, make_code in CODEBOOKS.items():
@@ -251,7 +251,7 @@ def _quant_setups(name, backend):
     elif name == "dequantize_blockwise":
         code = CODEBOOKS["dynamic"]()
         tables = _codebooks.search_tables(_codebooks.check_code(code))
-        quantize = _registry.quant_kernel("quantize_blockwise", "numba")
+        quantize = _bindings.bound("quantize_blockwise", "numba")
         for blocksize in BLOCKSIZES:
             for n, variant in data:
                 q, absmax = np.empty(n, np.uint8), np.empty(-(-n // blocksize), np.float32)
@@ -265,12 +265,12 @@ def _quant_setups(name, backend):
                                   f"tests/test_layout_zoo.py (_quant_setups)")
 
 
-# kind -> (registry table or function names, setups(name, backend))
+# kind -> (catalog kernels or auto function names, setups(name, backend))
 KINDS = {
-    "row": (_registry.OPERATIONS, _row_setups),
-    "pair": (_registry.PAIR_REDUCTIONS, _pair_setups),
-    "loss": (_registry.LOSSES, _loss_setups),
-    "quant": (_registry.QUANT_OPERATIONS, _quant_setups),
+    "row": (_catalog.by_signature("rows"), _row_setups),
+    "pair": (_catalog.by_signature("pair"), _pair_setups),
+    "loss": (_catalog.by_signature("loss"), _loss_setups),
+    "quant": ({k.id: k for k in _catalog.of_family("quant")}, _quant_setups),
     "auto": (sorted({function for function, _ in _auto.CHOICES}), _auto_setups),
 }
 ENTRIES = [f"{kind}/{name}" for kind, (names, _) in KINDS.items() for name in names]
@@ -464,7 +464,7 @@ def _main(arguments):
               f"{os.environ.get(_dispatch.STREAM_ENV_VAR)!r} (STREAM_ABOVE_BYTES = {_dispatch.STREAM_ABOVE_BYTES})",
               file=sys.stderr)
         return 2
-    _dispatch.LAST_LEVEL_CACHE_BYTES = AUTO_LLC  # read by _auto.operation at every call
+    _dispatch.LAST_LEVEL_CACHE_BYTES = AUTO_LLC  # read by _auto.kernel_id at every call with backend=
     pairs = [tuple(argument.split("@")) for argument in arguments] or [
         (entry, backend) for entry in ENTRIES for backend in _dispatch.USABLE_BACKENDS]
     for entry, backend in pairs:
@@ -575,10 +575,10 @@ def test_layout_zoo(entry, backend, zoo):
 
 
 def test_zoo_covers_the_catalog():
-    """The zoo iterates the registry: every operation of every table, and the sizes around every
+    """The zoo iterates the catalog: every kernel of every signature, and the sizes around every
     path switch (trips of csrc/, the streaming threshold)."""
-    tables = {"row": _registry.OPERATIONS, "pair": _registry.PAIR_REDUCTIONS, "loss": _registry.LOSSES,
-              "quant": _registry.QUANT_OPERATIONS}
+    tables = {"row": _catalog.by_signature("rows"), "pair": _catalog.by_signature("pair"), "loss": _catalog.by_signature("loss"),
+              "quant": {k.id: k for k in _catalog.of_family("quant")}}
     for kind, table in tables.items():
         assert {entry.split("/", 1)[1] for entry in ENTRIES if entry.startswith(kind + "/")} == set(table)
     assert {4, 8} <= set(TRIPS) and {8, 16} <= set(LANES)

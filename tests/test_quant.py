@@ -13,7 +13,8 @@ from hypothesis.extra import numpy as hnp
 from numba import njit
 
 import softmaxlib
-from softmaxlib import _codebooks, _dispatch, _registry, quant
+from conftest import examples
+from softmaxlib import _bindings, _catalog, _codebooks, _dispatch, quant
 from softmaxlib.quant import QuantState, dequantize_blockwise, quantize_blockwise
 from test_guard_pages import buffers  # noqa: F401  (buffers is a fixture)
 
@@ -84,7 +85,7 @@ def reference_codes(y, code, q):
 
 def scaled_code_function(backend):
     """f(y, tables, q): the codes of already-scaled values, with the backend's search."""
-    return _registry.quant_kernel("codes_of_scaled", backend)
+    return _bindings.bound("codes_of_scaled", backend)
 
 
 @pytest.mark.slow
@@ -174,7 +175,7 @@ def test_zero_blocks_and_exact_zeros(backend):
         assert not np.isnan(y).any()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(x=hnp.arrays(np.float32, st.integers(1, 300),
                     elements=st.floats(width=32, allow_nan=False, allow_infinity=False)),
        blocksize=st.sampled_from([16, 37, 64, 256]))
@@ -342,17 +343,17 @@ def test_kernels_stay_within_their_arrays(buffers, n, blocksize, backend, rng): 
     x[...] = values
     q = byte_area.view(np.uint8)[-n:]
     absmax = float_area[-n - blocks:-n]
-    _registry.quant_kernel("quantize_blockwise", backend)(x, blocksize, tables, q, absmax)
+    _bindings.bound("quantize_blockwise", backend)(x, blocksize, tables, q, absmax)
     np.testing.assert_array_equal(q, expected_q)
     np.testing.assert_array_equal(absmax, expected_state.absmax)
     y = byte_area[-n:]
-    _registry.quant_kernel("dequantize_blockwise", backend)(q.copy(), absmax.copy(), blocksize, expected_state.code, y)
+    _bindings.bound("dequantize_blockwise", backend)(q.copy(), absmax.copy(), blocksize, expected_state.code, y)
     np.testing.assert_array_equal(y, expected_y)
-    _registry.quant_kernel("codes_of_scaled", backend)(x, tables, q)  # and the search alone
+    _bindings.bound("codes_of_scaled", backend)(x, tables, q)  # and the search alone
     if backend != "numba":  # the non-temporal path, which the binding takes only for large outputs
         y[...] = 0
         ffi = _dispatch.ffi
-        getattr(_dispatch.lib, f"sml_u8_dequantize_blockwise__{backend}")(
+        getattr(_dispatch.lib, _catalog.KERNELS["dequantize_blockwise"].c_symbol(backend))(
             n, ffi.from_buffer("uint8_t[]", expected_q), ffi.from_buffer("float[]", expected_state.absmax), blocksize,
             ffi.from_buffer("float[]", expected_state.code), ffi.from_buffer("float[]", y), 1)
         np.testing.assert_array_equal(y, expected_y)

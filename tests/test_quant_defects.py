@@ -5,7 +5,8 @@ any byte order."""
 import numpy as np
 import pytest
 
-from softmaxlib import _numba_kernels, quant
+from softmaxlib import quant
+from softmaxlib._numba import quant as numba_quant
 from softmaxlib.quant import QuantState, dequantize_blockwise, quantize_blockwise
 from fpenv import flush_denormals, requires_mxcsr
 from test_quant import reference_codes
@@ -84,7 +85,7 @@ def test_reciprocal_through_double_is_the_float_reciprocal():
     keeps subnormals): the double rounding is innocuous."""
     m = np.arange(HUGE.view(np.uint32), np.float32(np.inf).view(np.uint32), dtype=np.uint32).view(f32)
     assert m[0] == HUGE and m[-1] == FLT_MAX and m.size == 1 << 24
-    rounder = _numba_kernels.SUBNORMAL_GRID_ROUNDER
+    rounder = numba_quant.SUBNORMAL_GRID_ROUNDER
     with np.errstate(under="ignore"):
         expected = f32(1) / m
     through_double = (1.0 / m.astype(np.float64) + rounder) - rounder

@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from conftest import examples
 from oracle import FLT_MIN, ulp_error
-from softmaxlib import _registry, stablemax
+from softmaxlib import _bindings, stablemax
 from test_guard_pages import _guarded_run, buffers  # noqa: F401  (buffers is a fixture)
 
 STABLEMAX_MAX_ULP = 3
@@ -156,7 +157,7 @@ def test_bad_input(function, backend):
 
 @pytest.mark.parametrize("operation", ["stablemax", "log_stablemax"])
 def test_kernels_stay_within_rows(buffers, operation, backend, rng):  # noqa: F811
-    kernel = _registry.row_kernel(operation, backend, np.float32)
+    kernel = _bindings.bound(operation, backend, np.float32)
     _guarded_run(buffers, rng, operation, backend, kernel)
 
 
@@ -180,7 +181,7 @@ def test_threads_match_serial(function, backend, rng):
 finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(x=hnp.arrays(np.float32, st.integers(1, 80), elements=finite32))
 def test_any_finite_row_matches_the_reference(x):
     for backend in stablemax_backends():
@@ -191,7 +192,7 @@ def test_any_finite_row_matches_the_reference(x):
             assert abs(total - 1) <= 1e-6
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(value=finite32, n=st.integers(1, 70))
 def test_constant_row_is_uniform(value, n):
     for backend in stablemax_backends():
@@ -199,7 +200,7 @@ def test_constant_row_is_uniform(value, n):
         np.testing.assert_allclose(y, 1 / n, rtol=2 * EPS32)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(x=st.floats(-1e300, 1e300))
 def test_s_times_s_of_minus_x_is_one(x):
     product = stablemax.s(np.float64(x)) * stablemax.s(np.float64(-x))

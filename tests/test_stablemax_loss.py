@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import softmaxlib
-from softmaxlib import _registry, diagnostics, stablemax
+from conftest import examples
+from softmaxlib import _bindings, diagnostics, stablemax
 from softmaxlib.stablemax import stablemax_cross_entropy
 from test_guard_pages import buffers, place  # noqa: F401  (buffers is a fixture)
 
@@ -66,7 +67,7 @@ def test_x_equal_to_one_has_a_finite_gradient(backend):
     np.testing.assert_allclose(grad, (p - [1, 0, 0]) / [2, 1, 2], rtol=1e-7)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(top=st.floats(100, 1e4), n=st.integers(2, 200), spread=st.floats(90, 1e4))
 def test_gradient_survives_where_softmax_collapses(top, n, spread):
     """float32 logits with |x| <= 1e4 where the softmax cross-entropy gradient of the correct class is
@@ -142,7 +143,7 @@ def test_bad_input(kwargs, error, message):
 
 # --------------------------------------------------------------- Softmax Collapse diagnostics
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(dtype=st.sampled_from(list(PRECISION_BITS)), n=st.integers(2, 300), extra=st.floats(0.05, 30),
        rows=st.integers(1, 4))
 def test_collapse_bands(dtype, n, extra, rows):
@@ -187,7 +188,7 @@ def test_diagnostics_bad_input(function):
 def test_kernel_stays_within_rows(buffers, backend, rng):  # noqa: F811
     """x and grad end at (or start right after) a PROT_NONE page: nothing outside the rows is touched."""
     x_area, grad_area = buffers
-    kernel = _registry.loss_kernel("stablemax_cross_entropy", backend, np.float32)
+    kernel = _bindings.bound("stablemax_cross_entropy", backend, np.float32)
     for rows, n in [(1, 1), (3, 17), (2, 100), (1, 4097)]:
         values = (rng.standard_normal((rows, n)) * 10).astype(np.float32)
         labels = rng.integers(0, n, rows)

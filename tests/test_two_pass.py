@@ -1,7 +1,7 @@
 """Two-pass specifics: accuracy bounds, the public pass-1 reduction (sum_exp_pair,
 merge_pairs, logsumexp), rows that take the exact path, and guard pages for the pair
 kernel. The generic suites (agreement, special values, guard pages, errors, threads,
-properties) already run every two-pass row operation through the registry."""
+properties) already run every two-pass row kernel of the catalog."""
 import math
 
 import numpy as np
@@ -9,7 +9,7 @@ import pytest
 import scipy.special
 
 from oracle import FLT_MIN, ulp_error
-from softmaxlib import _registry, two_pass
+from softmaxlib import _bindings, _catalog, two_pass
 from test_accuracy import DISTRIBUTIONS, SIZES, make_rows, reference_rows
 from test_guard_pages import buffers, place  # noqa: F401  (buffers is a fixture)
 
@@ -124,7 +124,7 @@ def test_special_pairs(backend):
 
 def test_rows_beyond_the_pair_range_match_three_pass(operation, backend, rng):
     """Rows with |x| > 2^20 take the three-pass kernel: the same results."""
-    spec = _registry.OPERATIONS[operation]
+    spec = _catalog.by_signature("rows")[operation]
     if spec.family != "two_pass":
         pytest.skip("two-pass only")
     from softmaxlib import three_pass
@@ -139,7 +139,7 @@ def test_rows_beyond_the_pair_range_match_three_pass(operation, backend, rng):
 @pytest.mark.parametrize("n", [1, 5, 16, 17, 100, 129, 1000])
 def test_pair_kernel_stays_in_its_rows(buffers, n, backend, rng):  # noqa: F811
     x_area, _ = buffers
-    kernel = _registry.pair_kernel("sum_exp_pair", backend, np.dtype(np.float32))
+    kernel = _bindings.bound("sum_exp_pair", backend, np.dtype(np.float32))
     expected = None
     for where in ("end", "start"):
         x = place(x_area, (2, n), where)
@@ -165,7 +165,7 @@ def test_streaming_kernels_match_and_stay_in_their_rows(buffers, function, n, ba
 
     ffi = _dispatch.ffi
     stream = getattr(_dispatch.lib, f"sml_f32_{function}_two_pass_stream__{backend}")
-    regular = _registry.row_kernel(f"{function}_two_pass", backend, np.dtype(np.float32))
+    regular = _bindings.bound(f"{function}_two_pass", backend, np.dtype(np.float32))
     x_area, y_area = buffers
     data = (rng.standard_normal((2, n)) * 10).astype(np.float32)
     expected = np.empty_like(data)

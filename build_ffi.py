@@ -1,20 +1,36 @@
 """cffi out-of-line API build of softmaxlib._kernels (named in setup.py's cffi_modules).
 
+The kernels' declarations and the source list come from the catalog (softmaxlib/_catalog.py,
+loaded by path: it is standard library only, and the package cannot be imported before it
+is built); csrc/softmaxlib.h adds the runtime's declarations and states the contracts.
+
 Each ISA level is its own translation unit whose code is compiled for that ISA
 through a target pragma (csrc/vec_<isa>.h), so the extension as a whole is
 built for baseline x86-64: no -march=native, no -ffast-math (it would break
 the inf and NaN rules). SOFTMAXLIB_SANITIZE=1 adds AddressSanitizer and
 UBSan, for the sanitizer pass of .ci/run.
 """
+import importlib.util
 import os
 import pathlib
+import sys
 
 from cffi import FFI
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
-SOURCES = ["runtime.c", "three_pass_avx2.c", "three_pass_avx512.c", "two_pass_avx2.c", "two_pass_avx512.c",
-           "stablemax_avx2.c", "stablemax_avx512.c", "quant_avx2.c", "quant_avx512.c"]
+
+
+def _catalog():
+    spec = importlib.util.spec_from_file_location("softmaxlib_catalog", ROOT / "softmaxlib" / "_catalog.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+catalog = _catalog()
+DECLARATIONS = (CSRC / "softmaxlib.h").read_text() + catalog.c_declarations()
 
 
 def _version():
@@ -31,12 +47,12 @@ def _compile_args():
 
 
 ffibuilder = FFI()
-ffibuilder.cdef((CSRC / "softmaxlib.h").read_text())
+ffibuilder.cdef(DECLARATIONS)
 ffibuilder.set_source(
     "softmaxlib._kernels",
-    '#include <stdint.h>\n#include "softmaxlib.h"\n',
+    '#include <stdint.h>\n#include "softmaxlib.h"\n' + catalog.c_declarations(),
     # Relative paths: setuptools rejects absolute source paths in a build.
-    sources=[os.path.relpath(CSRC / name, os.getcwd()) for name in SOURCES],
+    sources=[os.path.relpath(CSRC / name, os.getcwd()) for name in catalog.c_sources()],
     include_dirs=[str(CSRC)],
     define_macros=[("SML_VERSION", f'"{_version()}"')],
     extra_compile_args=_compile_args(),

@@ -1,0 +1,188 @@
+"""The bound calls: one callable per (catalog kernel, backend, dtype), resolved once.
+
+One thin adapter per C signature (softmaxlib/_catalog.py SIGNATURES) passes arrays to the C
+kernel; the Numba twins take the same arrays. Callers (softmaxlib/_api.py, quant.py) pass
+arrays the kernel can take as they are: C-contiguous, of the kernel's dtype, outputs writable
+(the public functions check the user's `out=`); row kernels take rows along the last axis,
+of any number of dimensions. Nothing is reshaped or checked here but the alignment: NumPy
+arrays may start at any byte, C reads a float only at a multiple of 4, so the rare misaligned
+array is passed as an aligned copy (_run_realigned).
+"""
+import importlib
+
+import numpy as np
+
+from . import _catalog, _dispatch
+
+BACKENDS = _dispatch.ALL_BACKENDS
+DTYPE_CODES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+# cffi passes a buffer only to a parameter of its own pointer type; the types, looked up once
+if _dispatch.ffi is not None:
+    FLOATS, DOUBLES, BYTES, INT32S, INT64S = map(_dispatch.ffi.typeof, (
+        "float[]", "double[]", "uint8_t[]", "int32_t[]", "int64_t[]"))
+
+
+def _run_realigned(run, arguments, outputs):
+    """run(*arguments) with every misaligned array replaced by an aligned copy, and the outputs
+    (indices into arguments) copied back. Such arrays are rare, so a copy costs less than a
+    second code path (and non-temporal stores need aligned floats)."""
+    arguments = list(arguments)
+    given = {index: arguments[index] for index in outputs}
+    for index, argument in enumerate(arguments):
+        if isinstance(argument, np.ndarray) and not argument.flags.aligned:
+            arguments[index] = np.empty_like(argument) if index in outputs else argument.copy()
+    run(*arguments)
+    for index, output in given.items():
+        if arguments[index] is not output:
+            output[...] = arguments[index]
+
+
+def _rows(kernel, backend):
+    c_function = getattr(_dispatch.lib, kernel.c_symbol(backend))
+    c_streaming = getattr(_dispatch.lib, kernel.c_symbol(backend, streaming=True)) if kernel.streaming else None
+    stream_above = _dispatch.STREAM_ABOVE_BYTES
+    from_buffer = _dispatch.ffi.from_buffer
+
+    def run(x, y):
+        if not (x.flags.aligned and y.flags.aligned):
+            return _run_realigned(run, (x, y), outputs=(1,))
+        n = x.shape[-1]
+        function = c_streaming if c_streaming is not None and y.nbytes > stream_above else c_function
+        function(x.size // n if n else 0, n, from_buffer(FLOATS, x), from_buffer(FLOATS, y))
+
+    return run
+
+
+def _pair(kernel, backend):
+    c_function = getattr(_dispatch.lib, kernel.c_symbol(backend))
+    from_buffer = _dispatch.ffi.from_buffer
+
+    def run(x, mantissa, exponent):
+        if not (x.flags.aligned and mantissa.flags.aligned and exponent.flags.aligned):
+            return _run_realigned(run, (x, mantissa, exponent), outputs=(1, 2))
+        n = x.shape[-1]
+        c_function(x.size // n if n else mantissa.size, n, from_buffer(FLOATS, x), from_buffer(DOUBLES, mantissa),
+                   from_buffer(DOUBLES, exponent))
+
+    return run
+
+
+def _loss(kernel, backend):
+    c_function = getattr(_dispatch.lib, kernel.c_symbol(backend))
+    ffi = _dispatch.ffi
+
+    def run(x, labels, ignore_index, grad_scale, losses, grad):
+        if not all(a is None or a.flags.aligned for a in (x, labels, losses, grad)):
+            return _run_realigned(run, (x, labels, ignore_index, grad_scale, losses, grad), outputs=(4, 5))
+        c_function(losses.size, x.shape[-1], ffi.from_buffer(FLOATS, x), ffi.from_buffer(INT64S, labels),
+                   ignore_index, grad_scale, ffi.from_buffer(DOUBLES, losses),
+                   ffi.NULL if grad is None else ffi.from_buffer(FLOATS, grad))
+
+    return run
+
+
+def _map(kernel, backend):
+    c_function = getattr(_dispatch.lib, kernel.c_symbol(backend))
+    from_buffer = _dispatch.ffi.from_buffer
+
+    def run(t, e):
+        if not (t.flags.aligned and e.flags.aligned):
+            return _run_realigned(run, (t, e), outputs=(1,))
+        c_function(t.size, from_buffer(FLOATS, t), from_buffer(FLOATS, e))
+
+    return run
+
+
+def _tables(ffi, tables):
+    """The arguments of a codebook's search tables (softmaxlib/_codebooks.py builds them aligned)."""
+    return ffi.from_buffer(INT32S, tables.table), ffi.from_buffer(FLOATS, tables.midpoints), \
+        int(tables.single_compare), tables.zero_code
+
+
+def _codes(kernel, backend):
+    c_function = getattr(_dispatch.lib, kernel.c_symbol(backend))
+    ffi = _dispatch.ffi
+
+    def run(y, tables, q):
+        if not y.flags.aligned:
+            return _run_realigned(run, (y, tables, q), outputs=(2,))
+        c_function(y.size, ffi.from_buffer(FLOATS, y), *_tables(ffi, tables), ffi.from_buffer(BYTES, q))
+
+    return run
+
+
+def _quantize(kernel, backend):
+    c_function = getattr(_dispatch.lib, kernel.c_symbol(backend))
+    ffi = _dispatch.ffi
+
+    def run(x, blocksize, tables, q, absmax):
+        if not (x.flags.aligned and absmax.flags.aligned):
+            return _run_realigned(run, (x, blocksize, tables, q, absmax), outputs=(3, 4))
+        c_function(x.size, ffi.from_buffer(FLOATS, x), blocksize, *_tables(ffi, tables), ffi.from_buffer(BYTES, q),
+                   ffi.from_buffer(FLOATS, absmax))
+
+    return run
+
+
+def _dequantize(kernel, backend):
+    c_function = getattr(_dispatch.lib, kernel.c_symbol(backend))
+    from_buffer = _dispatch.ffi.from_buffer
+    stream_above = _dispatch.STREAM_ABOVE_BYTES  # as the two-pass kernels
+
+    def run(q, absmax, blocksize, code, out):
+        if not (absmax.flags.aligned and code.flags.aligned and out.flags.aligned):
+            return _run_realigned(run, (q, absmax, blocksize, code, out), outputs=(4,))
+        c_function(q.size, from_buffer(BYTES, q), from_buffer(FLOATS, absmax), blocksize, from_buffer(FLOATS, code),
+                   from_buffer(FLOATS, out), int(out.nbytes > stream_above))
+
+    return run
+
+
+ADAPTERS = {"rows": _rows, "pair": _pair, "loss": _loss, "map": _map, "codes": _codes, "quantize": _quantize,
+            "dequantize": _dequantize}
+
+
+def twin(kernel, dtype):
+    """The Numba twin of a kernel for a dtype code (imports Numba on first use)."""
+    module = importlib.import_module(f"{__package__}._numba.{kernel.family}")
+    function = getattr(module, kernel.twin_name(dtype))
+    if kernel.signature == "rows":
+        def run(x, y):  # the twins take (rows, n) arrays
+            n = x.shape[-1]
+            function(x.reshape(-1, n), y.reshape(-1, n))
+    elif kernel.signature == "pair":
+        def run(x, mantissa, exponent):  # (rows, n) and (rows,) arrays
+            function(x.reshape(mantissa.size, x.shape[-1]), mantissa.reshape(-1), exponent.reshape(-1))
+    else:
+        return function
+    return run
+
+
+_BOUND = {}
+
+
+def bound(kernel_id, backend, dtype=None):
+    """The callable of catalog kernel `kernel_id` on a usable backend, for a dtype (np.float32,
+    np.float64 or a catalog dtype code; default the kernel's own). Dtypes without a C kernel
+    (float64) run the Numba twin on every backend."""
+    key = (kernel_id, backend, dtype)
+    call = _BOUND.get(key)
+    if call is None:
+        kernel = _catalog.KERNELS[kernel_id]
+        code = kernel.dtype if dtype is None else dtype if isinstance(dtype, str) else DTYPE_CODES[np.dtype(dtype)]
+        if backend == "numba" or code != kernel.dtype:
+            call = twin(kernel, code)
+        else:
+            call = ADAPTERS[kernel.signature](kernel, backend)
+        _BOUND[key] = call
+    return call
+
+
+def tiles(family, isa):
+    """The loop tiles of a family's C kernels on an ISA, in elements (csrc/tiles.h)."""
+    tile = getattr(_dispatch.lib, _catalog.tile_symbol(family, isa))
+    sizes = []
+    while tile(len(sizes)):
+        sizes.append(tile(len(sizes)))
+    return sizes

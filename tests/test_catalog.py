@@ -1,0 +1,85 @@
+"""The catalog (softmaxlib/_catalog.py) is complete: every entry has its C kernel on each ISA,
+its Numba twins and its oracle, and the layers above take their names from it."""
+import importlib
+
+import numpy as np
+import pytest
+
+import oracle
+import softmaxlib
+from softmaxlib import _bindings, _catalog, _dispatch
+
+KERNELS = list(_catalog.KERNELS.values())
+requires_c = pytest.mark.skipif(_dispatch.lib is None, reason="the C kernels are not built")
+
+
+@requires_c
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.id)
+def test_every_kernel_has_its_c_symbol_on_each_isa(kernel):
+    for isa in _catalog.ISAS:
+        assert hasattr(_dispatch.lib, kernel.c_symbol(isa)), kernel.c_symbol(isa)
+        if kernel.streaming and kernel.signature == "rows":
+            assert hasattr(_dispatch.lib, kernel.c_symbol(isa, streaming=True))
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.id)
+def test_every_kernel_has_its_numba_twins_and_oracle(kernel):
+    module = importlib.import_module(f"softmaxlib._numba.{kernel.family}")
+    for dtype in kernel.twin_dtypes:
+        assert callable(getattr(module, kernel.twin_name(dtype))), f"{module.__name__}.{kernel.twin_name(dtype)}"
+    assert kernel.dtype in kernel.twin_dtypes  # the C kernel's dtype has a twin, its fallback
+    assert callable(getattr(oracle, kernel.oracle)), f"tests/oracle.py has no {kernel.oracle}"
+    assert kernel.signature in _catalog.SIGNATURES and kernel.signature in _bindings.ADAPTERS
+    measure, bound = kernel.tolerance
+    assert measure in ("ulp", "eps", "exact") and bound >= 0
+
+
+def test_ids_are_unique_and_public_functions_exist():
+    assert len({k.id for k in KERNELS}) == len(KERNELS)
+    for kernel in KERNELS:
+        if kernel.function is not None:
+            module = importlib.import_module(f"softmaxlib.{kernel.family}")
+            assert callable(getattr(module, kernel.function)), f"softmaxlib.{kernel.family}.{kernel.function}"
+        assert kernel.family in _catalog.FAMILIES
+
+
+def test_public_variants_come_from_the_catalog():
+    for function, variants in softmaxlib.three_pass.VARIANTS.items():
+        assert variants == _catalog.variants("three_pass", function)
+        for variant in variants:
+            assert _catalog.kernel_of("three_pass", function, variant).id == f"{function}_{variant}"
+
+
+@requires_c
+def test_every_declared_symbol_is_in_the_extension():
+    """The build declares what the catalog lists (build_ffi.py), and the extension defines it."""
+    for line in _catalog.c_declarations().splitlines():
+        name = line.split("(", 1)[0].split()[-1]
+        assert hasattr(_dispatch.lib, name), name
+
+
+@requires_c
+@pytest.mark.parametrize("family", _catalog.FAMILIES)
+def test_tiles_are_exported_per_isa(family):
+    for isa in _catalog.ISAS:
+        tiles = _bindings.tiles(family, isa)
+        assert tiles and tiles[0] == {"avx2": 8, "avx512": 16}[isa]
+        assert all(tile % tiles[0] == 0 for tile in tiles)
+
+
+def test_runtime_info_names_catalog_kernels():
+    info = softmaxlib.runtime_info()
+    for name, runs in info["functions"].items():
+        for dtype in ("float32", "float64"):
+            if dtype in runs:
+                assert runs[dtype]["kernel"] in _catalog.KERNELS, (name, dtype)
+                assert runs[dtype]["backend"] in _dispatch.USABLE_BACKENDS
+                if "beyond" in runs[dtype]:
+                    assert runs[dtype]["beyond"] in _catalog.KERNELS and runs[dtype]["crossover_elements"] > 0
+    assert info["backends"]["default"] == _dispatch.DEFAULT_BACKEND
+    assert "softmaxlib.quant.quantize_blockwise" in info["functions"]
+
+
+def test_bound_calls_are_resolved_once():
+    first = _bindings.bound("softmax_reload", "numba", np.float32)
+    assert _bindings.bound("softmax_reload", "numba", np.float32) is first
