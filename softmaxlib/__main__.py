@@ -1,21 +1,25 @@
-"""The `softmaxlib` command: `softmaxlib bench [options]` and `softmaxlib bench compare A.json B.json`
-(also `python -m softmaxlib bench ...`); softmaxlib/_bench_cli.py has the options.
+"""The `softmaxlib` command: `softmaxlib bench [options]`, `softmaxlib bench --suite NAME` and
+`softmaxlib bench compare A.json B.json` (also `python -m softmaxlib bench ...`);
+softmaxlib/_bench_cli.py has the options and the suites.
 
 `softmaxlib --help` (or -h) prints the help and exits with 0; no command, or an unknown one, prints
 the usage and an error to stderr and exits with 2, as argparse does."""
 import argparse
 import sys
 
-USAGE = "softmaxlib bench [options]\n       softmaxlib bench compare A.json B.json"
+USAGE = ("softmaxlib bench [options]\n       softmaxlib bench --suite {crossover,stablemax,quant,peers,latency} "
+         "[options]\n       softmaxlib bench compare A.json B.json")
 
 
 def _parser():
     parser = argparse.ArgumentParser(
         prog="softmaxlib", usage=USAGE,
         description="softmaxlib's command line: benchmarks of its kernels on this machine.",
-        epilog="`softmaxlib bench --help` lists the options of a run; `softmaxlib bench --quick` is the short run.")
+        epilog="`softmaxlib bench --help` lists the options of a run and the suites; `softmaxlib bench --quick` is "
+               "the short run.")
     parser.add_argument("command", choices=["bench"], metavar="command",
-                        help="bench: time every kernel family against row length, with a roofline; "
+                        help="bench: time every kernel family against row length, with a roofline, or a "
+                             "suite (--suite); "
                              "bench compare: the ratios of two runs, case by case")
     return parser
 

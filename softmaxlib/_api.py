@@ -48,6 +48,8 @@ def _compute_dtype(dtype):
 
 def normalize_axis(axis, ndim):
     try:
+        if isinstance(axis, bool):  # an int to Python, but NumPy refuses a bool axis, and so do we
+            raise TypeError
         axis = operator.index(axis)
     except TypeError:
         raise TypeError(f"axis must be an integer, not {type(axis).__name__}") from None
@@ -154,10 +156,10 @@ def apply_rows(operation, x, axis, out, backend):
 
     # Rows along the last axis: a transposed view, when needed.
     last = axis == x.ndim - 1
-    rows_view = x if last else _axis_to_last(x, axis)
+    rows_view = x if last else axis_to_last(x, axis)
     # The kernels never modify their input, so a contiguous x is used as is.
     x_rows = np.ascontiguousarray(rows_view, dtype=work_dtype)
-    target = None if out is None else (out if last else _axis_to_last(out, axis))
+    target = None if out is None else (out if last else axis_to_last(out, axis))
     if target is not None and target.dtype == work_dtype and target.flags.c_contiguous and (
         not np.may_share_memory(target, x_rows) or _same_data(target, x_rows)
     ):
@@ -176,20 +178,20 @@ def apply_rows(operation, x, axis, out, backend):
         with np.errstate(over="ignore"):
             y_rows = y_rows.astype(result_dtype)
     if target is None:
-        return y_rows if last else _last_to_axis(y_rows, axis)
+        return y_rows if last else last_to_axis(y_rows, axis)
     target[...] = y_rows
     return out
 
 
-def _axis_to_last(a, axis):
+def axis_to_last(a, axis):
     """The view of `a` with `axis` moved last, as np.moveaxis (which costs microseconds more)."""
     order = list(range(a.ndim))
     order.append(order.pop(axis))
     return a.transpose(order)
 
 
-def _last_to_axis(a, axis):
-    """The inverse of _axis_to_last."""
+def last_to_axis(a, axis):
+    """The inverse of axis_to_last."""
     order = list(range(a.ndim - 1))
     order.insert(axis, a.ndim - 1)
     return a.transpose(order)
@@ -207,7 +209,7 @@ def reduce_rows(reduction, x, axis, backend):
     and the result dtype of x (for callers that turn the pair into a value).
     """
     backend, x, work_dtype, result_dtype, axis = _checked_arguments(x, axis, backend)
-    rows_view = x.reshape(1) if x.ndim == 0 else x if axis == x.ndim - 1 else _axis_to_last(x, axis)
+    rows_view = x.reshape(1) if x.ndim == 0 else x if axis == x.ndim - 1 else axis_to_last(x, axis)
     x_rows = np.ascontiguousarray(rows_view, dtype=work_dtype)
     n = x_rows.shape[-1]
     mantissa = np.empty(x_rows.shape[:-1])

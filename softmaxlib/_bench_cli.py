@@ -2,192 +2,173 @@
 
     softmaxlib bench --quick                       # the README's main job, under a minute
     softmaxlib bench                               # the full sweep: n = 2^8 .. 2^26
+    softmaxlib bench --suite latency               # ns per public call on one short row
+    softmaxlib bench --suite crossover             # also stablemax, quant, peers: see SUITES
     softmaxlib bench --inputs normal,uniform80,uniform1000
     softmaxlib bench --json zen5.json --plot zen5.png
     softmaxlib bench compare skylake.json zen5.json
 
-Every case is timed by softmaxlib.bench.time_callable (warm-up, median of repeats) on float32
-input from one distribution of softmaxlib.bench.INPUTS (--inputs: normal = N(0, 1), the default;
-uniform80 = U(-80, 80); uniform1000 = U(-1000, 1000); the same seed for each), outputs
-preallocated. --quick also runs the softmax kernels and the peers on U(-80, 80), each in the row
-after the same case on N(0, 1): on Intel cores, where subnormal results take microcode assists,
-that row can be many times slower (quick_inputs). The buffers of one size and input are made once and shared by
-its cases. Short rows are batched to about 2^16 elements per call ("hot"); a call whose data
-exceed half the last-level cache is "cold" and rotates over buffers totalling twice the cache.
-Per case: ns per element, G elements/s, effective GB/s (bytes in + bytes out over time, the
-convention that makes two-pass and three-pass comparable) and, for cold cases, the fraction of
-the roofline from the C bandwidth probe measured in the same run.
+This module parses the options, prints, writes the JSON and the plot, and compares runs; what a
+case is and how it is timed is softmaxlib.bench (warm-up, then the median of samples of many
+calls, on float32 input from one distribution of bench.INPUTS, outputs preallocated unless the
+call allocates). --quick also runs the softmax kernels and the peers on U(-80, 80), each in the
+row after the same case on N(0, 1): on Intel cores, where subnormal results take microcode
+assists, that row can be many times slower (quick_inputs). Per case: ns per element,
+G elements/s, effective GB/s (bytes in + bytes out over time, the convention that makes two-pass
+and three-pass comparable), the speedup over the NumPy expression when the run has it, and, for
+cold cases, the fraction of the roofline from the C bandwidth probe measured in the same run.
 
-Bad arguments (an unknown kernel, backend or input, a size list that does not parse, an empty
-list, an output path that cannot be written) exit with code 2 and a message, before anything is
-measured or written.
+Bad arguments (an unknown kernel, backend, input or suite, a size list that does not parse, an
+empty list, an output path that cannot be written, an option a suite does not take) exit with
+code 2 and a message, before anything is measured or written.
 """
 import argparse
+import importlib.metadata
 import json
+import math
 import os
 import platform
+import re
 import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, replace
+from typing import Optional
 
 import numpy as np
 
-from . import _auto, _codebooks, _dispatch, _registry, bench
+from . import _dispatch, bench
 from ._version import __version__
 
-QUANT_BLOCKSIZE = 4096
 FULL_SIZES = [1 << k for k in range(8, 27)]
 QUICK_SIZES = [1 << 10, 1 << 16, 1 << 20, 1 << 24]
 QUICK_REPEATS = 5
+DEFAULT_REPEATS = 15
 DEFAULT_INPUTS = ["normal"]
 QUICK_INPUTS = ["normal", "uniform80"]  # for the kernels whose exp can underflow: see quick_inputs
-
-
-@dataclass(frozen=True)
-class Kernel:
-    """A benchmarked kernel: make(backend, n) returns the callable timed over the buffer sets of
-    _inputs; traffic(backend, n) the bytes it moves per element through memory, (read-only,
-    read+write), or None (no roofline); bytes_in_out per element for the effective GB/s;
-    backends: None for the library's backends, else the one backend name of a peer."""
-
-    name: str
-    family: str
-    make: Callable
-    traffic: Callable
-    bytes_in_out: int = 8
-    backends: Optional[tuple] = None
-    quant: bool = False
-
-
-def _operation_traffic(operation):
-    read_only, read_write = bench.traffic_split(operation)
-    return 4 * read_only, 4 * read_write
-
-
-def _registry_kernel(operation):
-    spec = _registry.OPERATIONS[operation]
-    return Kernel(operation, spec.family, lambda backend, n: _registry.row_kernel(operation, backend, np.float32),
-                  lambda backend, n: _operation_traffic(operation))
-
-
-def _auto_kernel(allocating):
-    import softmaxlib
-
-    def make(backend, n):
-        if allocating:
-            return lambda x, y: softmaxlib.softmax(x, backend=backend)
-        return lambda x, y: softmaxlib.softmax(x, out=y, backend=backend)
-
-    name = "auto_softmax_allocating" if allocating else "auto_softmax"
-    return Kernel(name, "auto", make, lambda backend, n: _operation_traffic(_auto.operation("softmax", backend, n)))
-
-
-def _quant_kernel(operation):
-    tables = _codebooks.search_tables(_codebooks.create_dynamic_map())
-    code = _codebooks.create_dynamic_map()
-
-    def make(backend, n):
-        kernel = _registry.quant_kernel(f"{operation}_blockwise", backend)
-        blocks = -(-n // QUANT_BLOCKSIZE)
-        absmax = np.empty(blocks, np.float32)
-        if operation == "quantize":
-            return lambda x, state: kernel(x, QUANT_BLOCKSIZE, tables, state[0], absmax)
-        return lambda x, state: kernel(state[0], state[1], QUANT_BLOCKSIZE, code, state[2])
-
-    traffic = (4, 1) if operation == "quantize" else (1, 4)
-    return Kernel(operation, "quant", make, lambda backend, n: traffic, bytes_in_out=5, quant=True)
-
-
-def _peer_kernels():
-    """NumPy always; SciPy and PyTorch (one thread) when installed."""
-    def no_roofline(backend, n):
-        return None
-
-    peers = [Kernel("numpy_softmax", "peer", lambda backend, n: (lambda x, y: bench.numpy_softmax(x)), no_roofline,
-                    backends=("numpy",))]
-    try:
-        import scipy.special
-        peers.append(Kernel("scipy_softmax", "peer",
-                            lambda backend, n: (lambda x, y: scipy.special.softmax(x, axis=-1)), no_roofline,
-                            backends=("scipy",)))
-    except ImportError:
-        pass
-    try:
-        import torch
-        torch.set_num_threads(1)
-
-        def make(backend, n):
-            return lambda x, y: torch.softmax(torch.from_numpy(x), -1)
-
-        peers.append(Kernel("torch_softmax", "peer", make, no_roofline, backends=("torch",)))
-    except ImportError:
-        pass
-    return peers
-
-
-def all_kernels():
-    """Every benchmarkable kernel by name: the registry's row operations, the auto path (out= and
-    allocating), quantize and dequantize, and the peers installed here."""
-    kernels = [_registry_kernel(name) for name in _registry.OPERATIONS]
-    kernels += [_auto_kernel(False), _auto_kernel(True), _quant_kernel("quantize"), _quant_kernel("dequantize")]
-    kernels += _peer_kernels()
-    return {kernel.name: kernel for kernel in kernels}
-
-
 DEFAULT_KERNELS = ["softmax_reload", "softmax_recompute", "softmax_two_pass", "auto_softmax", "auto_softmax_allocating",
-                   "stablemax", "quantize", "dequantize", "numpy_softmax", "scipy_softmax", "torch_softmax"]
-QUICK_KERNELS = ["softmax_reload", "softmax_two_pass", "auto_softmax", "stablemax", "quantize", "dequantize",
-                 "numpy_softmax", "torch_softmax"]
+                   "stablemax", "quantize_blockwise", "dequantize_blockwise", "numpy_softmax", "scipy_softmax",
+                   "torch_softmax"]
+QUICK_KERNELS = ["softmax_reload", "softmax_two_pass", "auto_softmax", "stablemax", "quantize_blockwise",
+                 "dequantize_blockwise", "numpy_softmax", "torch_softmax"]
+MAX_SIZE = 1 << 30
 
 
 @dataclass(frozen=True)
-class CaseResult:
-    kernel: str
-    family: str
-    backend: str
-    n: int
-    input: str
-    rows: int
-    cache: str
-    ns_per_element: float
-    g_elements_per_s: float
-    gb_per_s: float
-    roofline_fraction: Optional[float]
+class Suite:
+    """A preset of `softmaxlib bench --suite NAME`: what it measures unless the options say
+    otherwise. backends None: every usable one. batch, rotate, warmup: as bench.run. pivot: the
+    fields of the rows of a summary table of ns per element, one column per kernel."""
+
+    about: str
+    kernels: tuple
+    sizes: tuple
+    repeats: int
+    blocksizes: tuple = (bench.QUANT_BLOCKSIZE,)
+    backends: Optional[tuple] = None
+    batch: bool = True
+    rotate: bool = True
+    warmup: int = 1
+    pivot: Optional[tuple] = None
 
 
-def _inputs(kernel, n, llc, distribution="normal"):
-    """Buffer sets for one size and input distribution (a name of bench.INPUTS): [(x, y)] rows
-    for the softmax family; for quantization x flat with (codes, absmax, output) state, the codes
-    quantized once so dequantize has real input. Every kernel of the same kind (kernel.quant) can
-    share them: the kernels only write their outputs, and quantize writes the same codes."""
-    if not kernel.quant:
-        return bench.make_inputs(n, llc=llc, distribution=distribution)
-    count = bench.buffer_count(5 * n, llc)
-    x = bench.draw(distribution, n)
-    tables = _codebooks.search_tables(_codebooks.create_dynamic_map())
-    sets = []
-    for _ in range(count):
-        codes, absmax = np.empty(n, np.uint8), np.empty(-(-n // QUANT_BLOCKSIZE), np.float32)
-        _registry.quant_kernel("quantize_blockwise", "numba")(x, QUANT_BLOCKSIZE, tables, codes, absmax)
-        sets.append((x.copy(), (codes, absmax, np.zeros(n, np.float32))))
-    return sets
+SUITES = {
+    # the measurement behind the auto path (softmaxlib/_auto.py, docs/algorithms.md): one row,
+    # the same buffers on every call, so that it stays in whatever cache level holds 8n bytes
+    "crossover": Suite("where two-pass overtakes three-pass: one row of n, the same buffers on every call",
+                       ("softmax_reload", "softmax_reload_exact", "softmax_two_pass", "log_softmax_reload",
+                        "log_softmax_two_pass"), tuple(1 << k for k in range(10, 26)), repeats=9,
+                       batch=False, rotate=False, warmup=2, pivot=("backend", "n")),
+    "stablemax": Suite("StableMax, log-StableMax and the cross-entropy with its gradient, against NumPy",
+                       ("numpy_stablemax", "numpy_log_stablemax", "numpy_stablemax_cross_entropy", "stablemax",
+                        "log_stablemax", "stablemax_cross_entropy"), (1000, 100_000, 1 << 24), repeats=11),
+    "quant": Suite("8-bit block-wise quantize and dequantize against NumPy, B = 256, 2048, 4096",
+                   ("numpy_quantize_blockwise", "numpy_dequantize_blockwise", "quantize_blockwise",
+                    "dequantize_blockwise"), (1 << 16, 1 << 20, 1 << 24), repeats=9, blocksizes=(256, 2048, 4096)),
+    "peers": Suite("softmaxlib.softmax against NumPy, scipy.special.softmax and torch.softmax (one thread)",
+                   ("auto_softmax", "auto_softmax_allocating", "numpy_softmax", "scipy_softmax", "torch_softmax"),
+                   (1000, 10_000, 100_000, 1 << 24), repeats=DEFAULT_REPEATS,
+                   backends=(_dispatch.DEFAULT_BACKEND,), pivot=("n", "rows")),
+    "latency": Suite("ns per public call on one row of n float32, against np.exp, SciPy and torch, and the "
+                     "overhead over the bare kernel", (), bench.LATENCY_SIZES, repeats=DEFAULT_REPEATS),
+}
+LATENCY_OPTIONS = ("--sizes", "--repeats", "--json")  # the options --suite latency takes
 
 
-def measure(kernel, backend, n, repeats, bw, llc, distribution="normal", sets=None):
-    """Times one case; sets: _inputs(kernel, n, llc, distribution), made here if not given."""
-    if sets is None:
-        sets = _inputs(kernel, n, llc, distribution)
-    rows = 1 if kernel.quant else sets[0][0].shape[0]
-    elements = rows * n
-    timing = bench.time_callable(kernel.make(backend, n), sets, repeats=repeats)
-    cache = "hot" if len(sets) == 1 else "cold"
-    traffic = kernel.traffic(backend, n)
-    roofline = None
-    if cache == "cold" and traffic is not None:
-        roofline = (bw.t_read(traffic[0] * elements) + bw.t_read_write(traffic[1] * elements)) / timing.median_ns
-    return CaseResult(kernel.name, kernel.family, backend, n, distribution, rows, cache, timing.median_ns / elements,
-                      elements / timing.median_ns, kernel.bytes_in_out * elements / timing.median_ns, roofline)
+# --- option values ------------------------------------------------------------------------------
+
+def parse_size(text):
+    """'1000', '1e5', '2^24' or '2**24' -> int; ValueError for anything else or out of range."""
+    spelled = text.strip().lower().replace("**", "^")
+    value = None
+    try:
+        if re.fullmatch(r"\d+\^\d+", spelled):
+            base, exponent = spelled.split("^")
+            if int(exponent) <= 64:
+                value = int(base) ** int(exponent)
+        elif re.fullmatch(r"\d+", spelled):
+            value = int(spelled)
+        elif re.fullmatch(r"\d+(\.\d*)?e\+?\d+", spelled):
+            number = float(spelled)
+            if number.is_integer():
+                value = int(number)
+    except (ValueError, OverflowError):
+        value = None
+    if value is None:
+        raise ValueError(f"bad size {text!r}: use an integer such as 1000, 1e5 or 2^24")
+    if not 1 <= value <= MAX_SIZE:
+        raise ValueError(f"size {text!r} is out of range: 1 <= n <= 2^30")
+    return value
+
+
+def _size_list(text):
+    try:
+        sizes = [parse_size(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not sizes:
+        raise argparse.ArgumentTypeError("no sizes given (leave the option out for the default)")
+    return sizes
+
+
+def _name_list(text):
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no names given (leave the option out for the default)")
+    return names
+
+
+def _input_list(text):
+    """--inputs: names of INPUTS, or 'all'."""
+    names = _name_list(text)
+    if names == ["all"]:
+        return list(bench.INPUTS)
+    try:
+        return bench.input_names(names)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _blocksize_list(text):
+    sizes = _size_list(text)
+    if any(not 16 <= size <= 1 << 24 for size in sizes):
+        raise argparse.ArgumentTypeError("block sizes run from 16 to 2^24")
+    return sizes
+
+
+def format_size(n):
+    if n >= 1024 and n & (n - 1) == 0:
+        return f"2^{n.bit_length() - 1}"
+    exponent = int(math.log10(n)) if n > 0 else 0
+    if n >= 1000 and n == 10 ** exponent:
+        return f"1e{exponent}"
+    return str(n)
+
+
+def quick_inputs(case):
+    """--quick's inputs for a case: N(0, 1), and U(-80, 80) for the softmax kernels and peers,
+    whose exp(x - max) underflows there. Not for StableMax (no exp: nothing underflows) nor for
+    quantization (each block is scaled by its absmax: the range of x does not matter)."""
+    return DEFAULT_INPUTS if "stablemax" in case.name or case.buffers == "quant" else QUICK_INPUTS
 
 
 # --- machine facts ------------------------------------------------------------------------------
@@ -203,35 +184,12 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
-def _cache_sizes():
-    """{'L1d': bytes, 'L2': bytes, 'L3': bytes} of cpu0 from Linux's sysfs (empty elsewhere)."""
-    sizes = {}
-    root = "/sys/devices/system/cpu/cpu0/cache"
-    try:
-        for entry in sorted(os.listdir(root)):
-            if not entry.startswith("index"):
-                continue
-
-            def read(name):
-                with open(os.path.join(root, entry, name)) as file:
-                    return file.read().strip()
-
-            level, kind, text = read("level"), read("type"), read("size").upper()
-            if kind == "Instruction":
-                continue
-            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-            sizes[f"L{level}{'d' if kind == 'Data' else ''}"] = int(text.rstrip("KMG")) * scale
-    except (OSError, ValueError):
-        pass
-    return sizes
-
-
 def _versions():
     versions = {"softmaxlib": __version__, "python": platform.python_version(), "numpy": np.__version__}
     for name in ("numba", "cffi", "scipy", "torch"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
+        try:  # from the installed metadata: importing torch for its version takes seconds
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             pass
     return versions
 
@@ -244,37 +202,48 @@ def subnormals_flushed():
 
 
 def machine_info(bw):
+    """The machine's facts for the JSON; bw: the run's Bandwidth, or None (the latency suite)."""
     return {
         "cpu": _cpu_model(), "machine": platform.machine(), "cores": os.cpu_count(),
         "isa": [name for name, present in _dispatch.CPU_FEATURES.items() if present],
-        "backends": list(_dispatch.USABLE_BACKENDS), "caches": _cache_sizes(),
-        "last_level_cache": _dispatch.LAST_LEVEL_CACHE_BYTES, "versions": _versions(),
-        "subnormals_flushed": subnormals_flushed(),
-        "bandwidth": {"read_gb_s": bw.read_gb_s, "read_write_gb_s": bw.read_write_gb_s, "buffer_bytes": bw.nbytes,
-                      "source": bw.source},
+        "backends": list(_dispatch.USABLE_BACKENDS), "default_backend": _dispatch.DEFAULT_BACKEND,
+        "caches": _dispatch.CACHE_SIZES, "last_level_cache": _dispatch.LAST_LEVEL_CACHE_BYTES,
+        "versions": _versions(), "subnormals_flushed": subnormals_flushed(),
+        "bandwidth": None if bw is None else {"read_gb_s": bw.read_gb_s, "read_write_gb_s": bw.read_write_gb_s,
+                                              "buffer_bytes": bw.nbytes, "source": bw.source},
     }
+
+
+def _print_machine(info):
+    print(f"softmaxlib {__version__}, {info['cpu']}, {info['cores']} cores, caches "
+          f"{', '.join(f'{k} {v >> 10} KiB' for k, v in info['caches'].items())}; "
+          f"subnormals {'flushed' if info['subnormals_flushed'] else 'kept'}")
 
 
 # --- output -------------------------------------------------------------------------------------
 
-HEADER = (f"{'kernel':<24} {'backend':<7} {'n':>6} {'input':<11} {'rows':>5} {'cache':<5} {'ns/elem':>9} "
-          f"{'G el/s':>7} {'GB/s':>7} {'roofline':>8}")
+HEADER = (f"{'kernel':<29} {'backend':<7} {'n':>6} {'input':<11} {'rows':>5} {'block':>5} {'cache':<5} "
+          f"{'ns/elem':>9} {'G el/s':>7} {'GB/s':>7} {'x NumPy':>7} {'roofline':>8}")
+
+
+def _optional(value, spec):
+    return "-" if value is None else format(value, spec)
 
 
 def format_row(result):
-    roofline = "-" if result.roofline_fraction is None else f"{result.roofline_fraction:.2f}"
-    return (f"{result.kernel:<24} {result.backend:<7} {bench._format_size(result.n):>6} {result.input:<11} "
-            f"{result.rows:>5} {result.cache:<5} {result.ns_per_element:>9.3f} {result.g_elements_per_s:>7.2f} "
-            f"{result.gb_per_s:>7.1f} {roofline:>8}")
+    return (f"{result.kernel:<29} {result.backend:<7} {format_size(result.n):>6} {result.input:<11} "
+            f"{result.rows:>5} {_optional(result.blocksize, 'd'):>5} {result.cache:<5} "
+            f"{result.ns_per_element:>9.3f} {result.g_elements_per_s:>7.2f} {result.gb_per_s:>7.1f} "
+            f"{_optional(result.speedup_vs_numpy, '.2f'):>7} {_optional(result.roofline_fraction, '.2f'):>8}")
 
 
 def input_ratios(results):
     """{input: [(ratio, result)]} for every input but normal: each case's time over the time of the
-    same kernel, backend and n on N(0, 1) input, when the run has that case."""
-    normal = {(r.kernel, r.backend, r.n): r for r in results if r.input == "normal"}
+    same kernel, backend, n and block size on N(0, 1) input, when the run has that case."""
+    normal = {(r.kernel, r.backend, r.n, r.blocksize): r for r in results if r.input == "normal"}
     ratios = {}
     for result in results:
-        reference = normal.get((result.kernel, result.backend, result.n))
+        reference = normal.get((result.kernel, result.backend, result.n, result.blocksize))
         if result.input != "normal" and reference is not None:
             ratios.setdefault(result.input, []).append((result.ns_per_element / reference.ns_per_element, result))
     return ratios
@@ -287,7 +256,95 @@ def format_input_ratios(results):
         ratio, worst = max(ratios, key=lambda pair: pair[0])
         lines.append(f"{bench.INPUTS[distribution]} against N(0, 1), same kernel, backend and n: "
                      f"{min(r for r, _ in ratios):.2f}-{ratio:.2f}x the time over {len(ratios)} cases "
-                     f"(most: {worst.kernel} {worst.backend} n={bench._format_size(worst.n)}).")
+                     f"(most: {worst.kernel} {worst.backend} n={format_size(worst.n)}).")
+    return lines
+
+
+def format_pivot(results, fields):
+    """ns per element as a table: one line per value of `fields` (and input and block size, when
+    the run has several), one column per kernel (per kernel and backend, when a kernel ran on
+    several backends and backend is not a field)."""
+    fields = list(fields) + [name for name in ("input", "blocksize") if len({getattr(r, name) for r in results}) > 1]
+    backends = {}
+    for result in results:
+        backends.setdefault(result.kernel, set()).add(result.backend)
+
+    def column(result):
+        several = "backend" not in fields and len(backends[result.kernel]) > 1
+        return f"{result.kernel} {result.backend}" if several else result.kernel
+
+    columns = list(dict.fromkeys(map(column, results)))
+    table = {}
+    for result in results:
+        key = tuple(format_size(getattr(result, f)) if f == "n" else str(getattr(result, f)) for f in fields)
+        table.setdefault(key, {})[column(result)] = result.ns_per_element
+    widths = [max(len(f), *(len(key[i]) for key in table)) for i, f in enumerate(fields)]
+    lines = ["ns per element:", " ".join(f"{f:>{w}}" for f, w in zip(fields, widths)) + "  "
+             + "  ".join(f"{c:>{max(len(c), 8)}}" for c in columns)]
+    for key, cells in table.items():
+        lines.append(" ".join(f"{k:>{w}}" for k, w in zip(key, widths)) + "  "
+                     + "  ".join(f"{_optional(cells.get(c), '.3f'):>{max(len(c), 8)}}" for c in columns))
+    return lines
+
+
+LATENCY_GROUPS = {"reference": "references", "general": "softmaxlib.softmax off its fast path (general path)",
+                  "kernel": "bare kernels, bound (softmaxlib._bindings), on the (1, n) views x2, y2"}
+
+
+def _latency_group(row):
+    if row.section != "public":
+        return LATENCY_GROUPS[row.section]
+    module = row.call.split("(")[0].rsplit(".", 1)[0]
+    return f"softmaxlib{'' if module == 'softmaxlib' else '.' + module}, default backend, no backend="
+
+
+def _ratio(value):
+    """Two significant digits, as ratios of noisy times deserve."""
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value >= 99.5 else f"{value:.2g}"
+
+
+def format_latency(rows, backend):
+    """The latency table: a line per call, a column group per n with ns per call and the ratios
+    to np.exp and torch.softmax; under each public call its overhead over its bare kernel."""
+    sizes = list(dict.fromkeys(row.n for row in rows))
+    cells, overhead, order = {}, {}, {}
+    for row in rows:
+        if row.section == "overhead":
+            overhead.setdefault(row.call, {})[row.n] = row
+        else:
+            cells.setdefault(row.call, {})[row.n] = row
+            order.setdefault(row.call, row)
+
+    def label(row):  # the module is the group's title
+        return row.call if row.section != "public" or row.call.startswith("softmaxlib.") \
+            else row.call.split(".", 1)[1]
+
+    names = [label(row) for row in order.values()] + [f"  over {row.kernel}" for row in order.values() if row.kernel]
+    width = max(map(len, names)) + 1
+    lines = [f"ns per call (median of samples of many calls) on one 1-D row x of n float32; backend {backend}.",
+             "/exp: time / np.exp(x)'s (np.exp(x, out=y)'s for calls given their outputs); "
+             "/torch: time / torch.softmax(t, -1)'s, one thread.",
+             "[v]: variant=v. '  over kernel': the call's time minus its bare kernel's, timed just before it: "
+             "the Python layer's cost.",
+             " " * width + "".join(f"{'n=' + str(n):>19}" for n in sizes),
+             f"{'call':<{width}}" + f"{'ns':>7}{'/exp':>5}{'/torch':>7}" * len(sizes)]
+    group = None
+    for call, first in order.items():
+        if _latency_group(first) != group:
+            group = _latency_group(first)
+            lines.append(f"-- {group}")
+        line = f"{label(first):<{width}}"
+        for n in sizes:
+            row = cells[call].get(n)
+            line += f"{'':>19}" if row is None else \
+                f"{row.ns:>7.0f}{_ratio(row.over_np_exp):>5}{_ratio(row.over_torch):>7}"
+        lines.append(line)
+        if call in overhead:
+            differences = (f"{overhead[call][n].ns:>7.0f}{'':>12}" if n in overhead[call] else f"{'':>19}"
+                           for n in sizes)
+            lines.append((f"{'  over ' + first.kernel:<{width}}" + "".join(differences)).rstrip())
     return lines
 
 
@@ -303,17 +360,18 @@ def plot(results, info, path):
     lines = {}
     several_inputs = len({result.input for result in results}) > 1
     for result in results:
-        key = (result.kernel, result.backend, result.input if several_inputs else None)
+        key = (result.kernel, result.backend, result.input if several_inputs else None, result.blocksize)
         lines.setdefault(key, []).append((result.n, result.gb_per_s))
     # one colour per kernel, one line style per backend
     palette = plt.get_cmap("tab20").colors
     colours = {kernel: palette[(2 * index) % 20 + (2 * index) // 20 % 2]
-               for index, kernel in enumerate(dict.fromkeys(k for k, _, _ in lines))}
+               for index, kernel in enumerate(dict.fromkeys(key[0] for key in lines))}
     styles = {"avx512": "-", "avx2": "--", "numba": ":"}
     markers = {None: ".", "normal": ".", "uniform80": "x", "uniform1000": "+"}
-    for (kernel, backend, distribution), points in lines.items():
+    for (kernel, backend, distribution, blocksize), points in lines.items():
         points.sort()
-        label = f"{kernel} ({backend}{', ' + bench.INPUTS[distribution] if distribution else ''})"
+        label = (f"{kernel}{f' B={blocksize}' if blocksize else ''} ({backend}"
+                 f"{', ' + bench.INPUTS[distribution] if distribution else ''})")
         axes.plot([p[0] for p in points], [p[1] for p in points], marker=markers.get(distribution, "."),
                   color=colours[kernel], linestyle=styles.get(backend, "-."), label=label)
     for level, size in info["caches"].items():
@@ -367,78 +425,44 @@ def _progress(done, total, label):
     sys.stderr.flush()
 
 
-def quick_inputs(kernel):
-    """--quick's inputs for a kernel: N(0, 1), and U(-80, 80) for the softmax kernels and peers,
-    whose exp(x - max) underflows there. Not for StableMax (no exp: nothing underflows) nor for
-    quantization (each block is scaled by its absmax: the range of x does not matter)."""
-    return DEFAULT_INPUTS if kernel.family in ("stablemax", "quant") else QUICK_INPUTS
-
-
-def plan(kernels, names, backends, sizes, inputs_of):
-    """The cases of a run, in order, as (kernel, backend, n, input), inputs_of(kernel) giving each
-    kernel's inputs: by size, kernel, backend, then input, so that the row of one case on each
-    input follows its row on the previous one."""
-    return [(kernels[name], backend, n, distribution) for n in sizes for name in names
-            for backend in (kernels[name].backends or backends) for distribution in inputs_of(kernels[name])]
-
-
-def run_command(argv):
-    kernels = all_kernels()
+def _parser(cases):
+    suites = "; ".join(f"{name}: {suite.about}" for name, suite in SUITES.items())
     parser = argparse.ArgumentParser(
         prog="softmaxlib bench", description=__doc__.splitlines()[0],
-        epilog="GB/s: (bytes in + bytes out) / time. roofline: roofline time / time, cold cases only. "
-               "`softmaxlib bench compare A.json B.json` compares two runs.")
+        epilog="GB/s: (bytes in + bytes out) / time. x NumPy: the NumPy expression's time / time. roofline: "
+               "roofline time / time, cold cases only. `softmaxlib bench compare A.json B.json` compares two runs.")
+    parser.add_argument("--suite", choices=list(SUITES), default=None,
+                        help=f"a preset instead of the default sweep ({suites}); the options below override "
+                             f"its sizes, kernels, backends, inputs, block sizes and repeats "
+                             f"(latency takes {', '.join(LATENCY_OPTIONS)} only)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"a subset that runs in under a minute: n = "
-                             f"{', '.join(bench._format_size(n) for n in QUICK_SIZES)}, kernels "
-                             f"{','.join(QUICK_KERNELS)}, inputs {','.join(QUICK_INPUTS)} (stablemax, quantize "
-                             f"and dequantize: normal only), {QUICK_REPEATS} repeats")
-    parser.add_argument("--sizes", type=bench._size_list, default=None,
+                        help=f"a subset of the default sweep that runs in under a minute: n = "
+                             f"{', '.join(format_size(n) for n in QUICK_SIZES)}, kernels "
+                             f"{','.join(QUICK_KERNELS)}, inputs {','.join(QUICK_INPUTS)} (stablemax, "
+                             f"quantize and dequantize: normal only), {QUICK_REPEATS} repeats")
+    parser.add_argument("--sizes", type=_size_list, default=None,
                         help="comma-separated row lengths, e.g. 2^8,1e5,2^24 (default 2^8 .. 2^26)")
-    parser.add_argument("--kernels", type=bench._name_list, default=None,
+    parser.add_argument("--kernels", type=_name_list, default=None,
                         help=f"comma-separated kernels or 'all' (default {','.join(DEFAULT_KERNELS)}; "
-                             f"available here: {','.join(kernels)})")
-    parser.add_argument("--backends", type=bench._name_list, default=None,
+                             f"available here: {','.join(cases)})")
+    parser.add_argument("--backends", type=_name_list, default=None,
                         help=f"comma-separated backends (default: usable here, {','.join(_dispatch.USABLE_BACKENDS)})")
-    parser.add_argument("--inputs", type=bench._input_list, default=None,
+    parser.add_argument("--inputs", type=_input_list, default=None,
                         help="comma-separated input distributions or 'all': "
                              + ", ".join(f"{name} = {label}" for name, label in bench.INPUTS.items())
                              + f" (default {','.join(DEFAULT_INPUTS)}; with --quick {','.join(QUICK_INPUTS)} for the "
                                "softmax kernels and peers). Wide ranges underflow exp: slow on Intel cores "
                                "(subnormal assists)")
+    parser.add_argument("--blocksizes", type=_blocksize_list, default=None,
+                        help=f"comma-separated block sizes of the quantization cases (default {bench.QUANT_BLOCKSIZE})")
     parser.add_argument("--repeats", type=int, default=None,
-                        help=f"timed samples per case (default 15; {QUICK_REPEATS} with --quick)")
+                        help=f"timed samples per case (default {DEFAULT_REPEATS}; {QUICK_REPEATS} with --quick)")
     parser.add_argument("--json", metavar="PATH", help="write machine facts and every figure as JSON")
     parser.add_argument("--plot", metavar="PATH.png", help="plot GB/s against n (needs matplotlib: the bench extra)")
-    args = parser.parse_args(argv)
+    return parser
 
-    sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
-    repeats = args.repeats if args.repeats is not None else (QUICK_REPEATS if args.quick else 15)
-    if repeats < 1:
-        parser.error(f"--repeats must be >= 1, not {repeats}")
-    if args.kernels == ["all"]:
-        names = list(kernels)
-    else:
-        names = args.kernels if args.kernels is not None else (QUICK_KERNELS if args.quick else DEFAULT_KERNELS)
-        if args.kernels is None:  # the defaults include peers that may not be installed
-            names = [name for name in names if name in kernels]
-    unknown = [name for name in names if name not in kernels]
-    if unknown:
-        parser.error(f"unknown kernel {unknown[0]!r}; the kernels here are {', '.join(kernels)}")
-    backends = args.backends if args.backends is not None else list(_dispatch.USABLE_BACKENDS)
-    if args.inputs is None and args.quick:
-        inputs_of = quick_inputs
-    else:
-        inputs = args.inputs if args.inputs is not None else DEFAULT_INPUTS
 
-        def inputs_of(kernel):
-            return inputs
-
-    for backend in backends:
-        try:
-            _dispatch.check_backend(backend)
-        except ValueError as error:
-            parser.error(str(error))
+def _check_outputs(parser, args):
     if args.json:
         _check_writable(parser, args.json, "--json")
     if args.plot:
@@ -448,50 +472,148 @@ def run_command(argv):
         except ImportError:
             parser.error("--plot needs matplotlib: pip install 'softmaxlib[bench]'")
 
+
+def latency_command(parser, args):
+    """--suite latency: bench.latency, printed as one table (format_latency), written with --json."""
+    suite = SUITES["latency"]
+    for option in ("quick", "kernels", "backends", "inputs", "blocksizes", "plot"):
+        if getattr(args, option) not in (None, False):
+            parser.error(f"--suite latency takes {', '.join(LATENCY_OPTIONS)} only, not --{option}")
+    _check_outputs(parser, args)
+    sizes = args.sizes or list(suite.sizes)
+    repeats = args.repeats or suite.repeats
     started = time.perf_counter()
-    llc = bench.llc_bytes()
-    bw = bench.bandwidth(4 * llc)
+    info = machine_info(None)
+    _print_machine(info)
+    backend = _dispatch.DEFAULT_BACKEND
+    on_terminal = sys.stderr.isatty()
+    rows = bench.latency(sizes, repeats=repeats, on_row=(lambda row: _progress(
+        sizes.index(row.n), len(sizes), f"n={row.n} {row.call[:40]}")) if on_terminal else None)
+    if on_terminal:
+        sys.stderr.write("\r" + " " * 90 + "\r")
+    for line in format_latency(rows, backend) + bench.latency_notes():
+        print(line)
+    print(f"{len(rows)} rows in {time.perf_counter() - started:.1f} s; {repeats} samples per call, each of many calls.")
+    if args.json:
+        document = {"machine": info, "suite": "latency", "repeats": repeats, "backend": backend,
+                    "quant_blocksize": bench.QUANT_BLOCKSIZE, "notes": bench.latency_notes(),
+                    "latency": [row.as_dict() for row in rows]}
+        _atomic_write(args.json, lambda path: _write_json(path, document))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def run_command(argv):
+    known = bench.all_cases()
+    missing = bench.missing_peers()
+    parser = _parser(known)
+    args = parser.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, not {args.repeats}")
+    if args.suite == "latency":
+        return latency_command(parser, args)
+    suite = SUITES.get(args.suite)
+    if suite is not None and args.quick:
+        parser.error("--quick is the short form of the default sweep; a --suite has its own sizes")
+
+    if suite is not None:
+        sizes, repeats, default_names = list(suite.sizes), suite.repeats, list(suite.kernels)
+    elif args.quick:
+        sizes, repeats, default_names = QUICK_SIZES, QUICK_REPEATS, QUICK_KERNELS
+    else:
+        sizes, repeats, default_names = FULL_SIZES, DEFAULT_REPEATS, DEFAULT_KERNELS
+    sizes = args.sizes or sizes
+    repeats = args.repeats if args.repeats is not None else repeats
+    notes = []
+    if args.kernels == ["all"]:
+        names = list(known)
+    elif args.kernels is not None:
+        names = args.kernels
+    else:  # the defaults include peers that may not be installed
+        names = [name for name in default_names if name not in missing]
+        notes = [f"{module} not installed: {name} skipped" for name, module in missing.items() if name in default_names]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        why = f" ({missing[unknown[0]]} is not installed)" if unknown[0] in missing else ""
+        parser.error(f"unknown kernel {unknown[0]!r}{why}; the kernels here are {', '.join(known)}")
+    backends = args.backends or list((suite and suite.backends) or _dispatch.USABLE_BACKENDS)
+    for backend in backends:
+        try:
+            _dispatch.check_backend(backend)
+        except ValueError as error:
+            parser.error(str(error))
+    if args.inputs is not None:
+        inputs = args.inputs
+    else:
+        inputs = quick_inputs if args.quick else DEFAULT_INPUTS
+    blocksizes = args.blocksizes or list(suite.blocksizes if suite else (bench.QUANT_BLOCKSIZE,))
+    # quantization cases once per block size, the others once
+    cases = [replace(known[name], blocksize=blocksize) if known[name].buffers == "quant" else known[name]
+             for index, blocksize in enumerate(blocksizes) for name in names
+             if known[name].buffers == "quant" or index == 0]
+    _check_outputs(parser, args)
+
+    started = time.perf_counter()
+    bw = bench.bandwidth(4 * bench.llc_bytes())
     info = machine_info(bw)
-    print(f"softmaxlib {__version__}, {info['cpu']}, {info['cores']} cores, caches "
-          f"{', '.join(f'{k} {v >> 10} KiB' for k, v in info['caches'].items())}; "
-          f"subnormals {'flushed' if info['subnormals_flushed'] else 'kept'}")
+    _print_machine(info)
     print(f"bandwidth probe, {bw.nbytes >> 20} MiB: read {bw.read_gb_s:.1f} GB/s, "
           f"read+write {bw.read_write_gb_s:.1f} GB/s")
-    cases = plan(kernels, names, backends, sizes, inputs_of)
+    for line in notes:
+        print(line)
     on_terminal = sys.stderr.isatty()
-    print(HEADER, flush=True)
-    results = []
-    buffers, buffers_n = {}, None  # the buffer sets of the current size, by (kernel.quant, input)
-    for index, (kernel, backend, n, distribution) in enumerate(cases):
+
+    def on_start(index, count, case, backend, n, distribution):
         if on_terminal:
-            _progress(index, len(cases), f"{kernel.name} {backend} n={bench._format_size(n)} {distribution}")
-        if n != buffers_n:
-            buffers.clear()  # before the next size allocates
-            buffers_n = n
-        key = (kernel.quant, distribution)
-        if key not in buffers:
-            buffers[key] = _inputs(kernel, n, llc, distribution)
-        result = measure(kernel, backend, n, repeats, bw, llc, distribution, buffers[key])
-        results.append(result)
+            _progress(index, count, f"{case.name} {backend} n={format_size(n)} {distribution}")
+
+    def on_result(result):
         if on_terminal:
             sys.stderr.write("\r" + " " * 90 + "\r")
         print(format_row(result), flush=True)
-    buffers.clear()
+
+    print(HEADER, flush=True)
+    settings = suite or Suite("", (), (), repeats)
+    results = bench.run(cases, sizes, backends, inputs=inputs, repeats=repeats, warmup=settings.warmup, bw=bw,
+                        batch=settings.batch, rotate=settings.rotate, on_start=on_start, on_result=on_result)
     for line in format_input_ratios(results):
         print(line)
+    if settings.pivot and results:
+        for line in format_pivot(results, settings.pivot):
+            print(line)
     print(f"{len(results)} cases in {time.perf_counter() - started:.1f} s. GB/s: (bytes in + bytes out) / time; "
           f"roofline: roofline time / time, cold cases only.")
     if args.json:
         used = dict.fromkeys(result.input for result in results)
-        document = {"machine": info, "repeats": repeats, "quant_blocksize": QUANT_BLOCKSIZE,
+        document = {"machine": info, "suite": args.suite, "repeats": repeats,
                     "inputs": {name: bench.INPUTS[name] for name in used},
-                    "results": [asdict(result) for result in results]}
+                    "results": [result.as_dict() for result in results]}
         _atomic_write(args.json, lambda path: _write_json(path, document))
         print(f"wrote {args.json}")
     if args.plot:
         _atomic_write(args.plot, lambda path: plot(results, info, path))
         print(f"wrote {args.plot}")
     return 0
+
+
+# Runs from before the kernels took their catalog ids
+_OLD_NAMES = {"quantize": "quantize_blockwise", "dequantize": "dequantize_blockwise"}
+
+
+def _cases_of(document):
+    """{case key: (ns, unit)} of a run's JSON: (kernel, backend, n, input, block size) -> ns per
+    element, or for a latency run (call, n) -> ns per call (the overhead rows left out: they are
+    differences)."""
+    if "latency" in document:
+        return {(row["call"], row["n"]): row["ns"] for row in document["latency"] if row["section"] != "overhead"}
+    cases = {}
+    for r in document["results"]:
+        kernel = _OLD_NAMES.get(r["kernel"], r["kernel"])
+        # runs from before --inputs have no "input" (they were N(0, 1)); from before the block
+        # size was per result, the quantization cases' block size is the run's
+        blocksize = r.get("blocksize", document.get("quant_blocksize") if kernel in _OLD_NAMES.values() else None)
+        cases[kernel, r["backend"], r["n"], r.get("input", "normal"), blocksize] = r["ns_per_element"]
+    return cases
 
 
 def compare_command(argv):
@@ -505,22 +627,27 @@ def compare_command(argv):
         try:
             with open(path) as file:
                 document = json.load(file)
-            # runs from before --inputs have no "input": they were all N(0, 1)
-            runs.append({(r["kernel"], r["backend"], r["n"], r.get("input", "normal")): r for r in document["results"]})
-            runs[-1]["machine"] = document["machine"]
+            runs.append((document["machine"]["cpu"], _cases_of(document)))
         except (OSError, ValueError, KeyError, TypeError) as error:
             parser.error(f"cannot read {path!r} as a softmaxlib bench JSON: {error}")
-    a, b = runs
-    print(f"A: {a.pop('machine')['cpu']} ({args.before})\nB: {b.pop('machine')['cpu']} ({args.after})")
+    (cpu_a, a), (cpu_b, b) = runs
+    print(f"A: {cpu_a} ({args.before})\nB: {cpu_b} ({args.after})")
     common = [key for key in a if key in b]
     if not common:
         print("no case appears in both runs")
         return 0
-    print(f"{'kernel':<24} {'backend':<7} {'n':>6} {'input':<11} {'A ns/elem':>10} {'B ns/elem':>10} {'A/B':>6}")
-    for key in common:
-        ra, rb = a[key], b[key]
-        print(f"{key[0]:<24} {key[1]:<7} {bench._format_size(key[2]):>6} {key[3]:<11} {ra['ns_per_element']:>10.3f} "
-              f"{rb['ns_per_element']:>10.3f} {ra['ns_per_element'] / rb['ns_per_element']:>6.2f}")
+    if len(common[0]) == 2:  # latency runs
+        width = max(len(key[0]) for key in common) + 1
+        print(f"{'call':<{width}} {'n':>6} {'A ns/call':>10} {'B ns/call':>10} {'A/B':>6}")
+        for key in common:
+            print(f"{key[0]:<{width}} {key[1]:>6} {a[key]:>10.0f} {b[key]:>10.0f} {a[key] / b[key]:>6.2f}")
+    else:
+        print(f"{'kernel':<29} {'backend':<7} {'n':>6} {'input':<11} {'block':>5} {'A ns/elem':>10} {'B ns/elem':>10} "
+              f"{'A/B':>6}")
+        for key in common:
+            kernel, backend, n, distribution, blocksize = key
+            print(f"{kernel:<29} {backend:<7} {format_size(n):>6} {distribution:<11} {_optional(blocksize, 'd'):>5} "
+                  f"{a[key]:>10.3f} {b[key]:>10.3f} {a[key] / b[key]:>6.2f}")
     print("A/B above 1: B is faster.")
     return 0
 

@@ -53,8 +53,9 @@ class Kernel:
         argument (None: not public by itself, or no variant);
     streaming: it has a _stream version with non-temporal stores, which the bindings call
         when the output is larger than half the last-level cache;
-    traffic, read_write: float32 values each element moves through memory (reads + writes),
-        and the part of them that are values of y, for the benchmarks' roofline;
+    traffic, read_write: the bytes each element moves through memory (reads + writes), and
+        the part of them that are stores of outputs (or outputs loaded again), for the
+        benchmarks' roofline;
     oracle: the float64 reference in tests/oracle.py;
     tolerance: (measure, bound) over random finite rows: ("ulp", k) float32 ULPs over outputs
         >= FLT_MIN, ("eps", k) k float32 epsilons of max(1, |reference|), ("exact", 0) bitwise.
@@ -97,35 +98,39 @@ LOG_EPS = 4
 
 KERNELS = {kernel.id: kernel for kernel in [
     # reload: x read twice (max; exp), y stored, then loaded and stored again (the 1/sum pass)
-    _three_pass("softmax", "reload", 5, 3, ("ulp", ROUNDED_SHIFT_ULP)),
+    _three_pass("softmax", "reload", 20, 12, ("ulp", ROUNDED_SHIFT_ULP)),
     # recompute: x read three times, y stored once
-    _three_pass("softmax", "recompute", 4, 1, ("ulp", ROUNDED_SHIFT_ULP)),
+    _three_pass("softmax", "recompute", 16, 4, ("ulp", ROUNDED_SHIFT_ULP)),
     # reload_exact: as reload, with x - max never rounded (exp(x) as p * 2^n)
-    _three_pass("softmax", "reload_exact", 5, 3, ("ulp", 4)),
-    _three_pass("log_softmax", "reload", 5, 3, ("eps", LOG_EPS)),
-    _three_pass("log_softmax", "recompute", 4, 1, ("eps", LOG_EPS)),
+    _three_pass("softmax", "reload_exact", 20, 12, ("ulp", 4)),
+    _three_pass("log_softmax", "reload", 20, 12, ("eps", LOG_EPS)),
+    _three_pass("log_softmax", "recompute", 16, 4, ("eps", LOG_EPS)),
     # the vector exp of every softmax kernel, exported for the exhaustive test of every float32
     Kernel("exp_nonpositive", "three_pass", "map", twin_dtypes=("f32",), oracle="exp", tolerance=("ulp", 2)),
     # two-pass: x read twice, y written once
-    Kernel("softmax_two_pass", "two_pass", "rows", function="softmax", streaming=True, traffic=3, read_write=1,
+    Kernel("softmax_two_pass", "two_pass", "rows", function="softmax", streaming=True, traffic=12, read_write=4,
            oracle="softmax", tolerance=("ulp", 4)),
-    Kernel("log_softmax_two_pass", "two_pass", "rows", function="log_softmax", streaming=True, traffic=3,
-           read_write=1, oracle="log_softmax", tolerance=("eps", LOG_EPS)),
-    Kernel("sum_exp_pair", "two_pass", "pair", function="sum_exp_pair", traffic=1, oracle="sum_exp",
+    Kernel("log_softmax_two_pass", "two_pass", "rows", function="log_softmax", streaming=True, traffic=12,
+           read_write=4, oracle="log_softmax", tolerance=("eps", LOG_EPS)),
+    # the first pass alone: x read once
+    Kernel("sum_exp_pair", "two_pass", "pair", function="sum_exp_pair", traffic=4, oracle="sum_exp",
            tolerance=("ulp", 4)),
     # StableMax: x read twice (sum; output), y written once
-    Kernel("stablemax", "stablemax", "rows", function="stablemax", traffic=3, read_write=1, oracle="stablemax",
+    Kernel("stablemax", "stablemax", "rows", function="stablemax", traffic=12, read_write=4, oracle="stablemax",
            tolerance=("ulp", 3)),
-    Kernel("log_stablemax", "stablemax", "rows", function="log_stablemax", traffic=3, read_write=1,
+    Kernel("log_stablemax", "stablemax", "rows", function="log_stablemax", traffic=12, read_write=4,
            oracle="log_stablemax", tolerance=("eps", 2)),
-    Kernel("stablemax_cross_entropy", "stablemax", "loss", function="stablemax_cross_entropy", traffic=3,
-           oracle="stablemax_cross_entropy", tolerance=("eps", 4)),
+    # with the gradient: x read twice, the gradient written once
+    Kernel("stablemax_cross_entropy", "stablemax", "loss", function="stablemax_cross_entropy", traffic=12,
+           read_write=4, oracle="stablemax_cross_entropy", tolerance=("eps", 4)),
     # 8-bit block-wise quantization: exact (the nearest code, ties to the lower index)
     Kernel("codes_of_scaled", "quant", "codes", dtype="f32_u8", twin_dtypes=("f32_u8",), oracle="codes"),
+    # 4 bytes read, 1 code written
     Kernel("quantize_blockwise", "quant", "quantize", dtype="f32_u8", twin_dtypes=("f32_u8",),
-           function="quantize_blockwise", traffic=2, oracle="quantize_blockwise"),
+           function="quantize_blockwise", traffic=5, read_write=1, oracle="quantize_blockwise"),
+    # 1 code read, 4 bytes written
     Kernel("dequantize_blockwise", "quant", "dequantize", dtype="u8_f32", twin_dtypes=("u8_f32",),
-           function="dequantize_blockwise", streaming=True, traffic=2, oracle="dequantize_blockwise"),
+           function="dequantize_blockwise", streaming=True, traffic=5, read_write=4, oracle="dequantize_blockwise"),
 ]}
 
 

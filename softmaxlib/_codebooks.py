@@ -67,6 +67,37 @@ def create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8):
     For each exponent e = 0 .. max_exponent_bits - 1, values at the centres of equal bins of
     [0.1, 1] scaled by 10^(e - max_exponent_bits + 1) (both signs if signed, and twice as many
     bins per decade if not), then 0 and 1.0; padded with zeros to 256 values for fewer bits.
+    The values are bitsandbytes' own, bit for bit.
+
+    Parameters
+    ----------
+    signed : bool, optional
+        Values of both signs, in [-1, 1] (the default), or only in [0, 1].
+    max_exponent_bits : int, optional
+        The number of decades, a positive integer (default: 7).
+    total_bits : int, optional
+        The bits of a code, 1 to 8 (default: 8): 2^total_bits values before the padding.
+
+    Returns
+    -------
+    ndarray
+        256 sorted float32 values (a new array on every call), a codebook for
+        quantize_blockwise().
+
+    Raises
+    ------
+    ValueError
+        For a max_exponent_bits or total_bits that is not a positive integer, a total_bits
+        above 8, or a combination that gives no map of 2^total_bits values.
+
+    Examples
+    --------
+    >>> from softmaxlib import quant
+    >>> code = quant.create_dynamic_map()
+    >>> code.shape, code.dtype
+    ((256,), dtype('float32'))
+    >>> code[[0, 127, 255]]
+    array([-0.99296874,  0.        ,  1.        ], dtype=float32)
     """
     for name, value in (("max_exponent_bits", max_exponent_bits), ("total_bits", total_bits)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -108,6 +139,34 @@ def create_linear_map(signed=True, total_bits=8, add_zero=True):
     With add_zero (or fewer than 8 bits), a signed map has 2^bits - 1 values so that one of them
     is near 0, and the missing values are zeros inserted in the middle, as bitsandbytes does
     (for some unsigned maps of fewer bits that leaves the map unsorted, which quantize rejects).
+
+    Parameters
+    ----------
+    signed : bool, optional
+        Values on [-1, 1] (the default), or on [0, 1].
+    total_bits : int, optional
+        The bits of a code, an integer from 1 to 8 (default: 8).
+    add_zero : bool, optional
+        For a signed map, 2^bits - 1 values so that one is near 0 (the default).
+
+    Returns
+    -------
+    ndarray
+        256 float32 values (a new array on every call), a codebook for quantize_blockwise()
+        when sorted.
+
+    Raises
+    ------
+    ValueError
+        For a total_bits that is not an integer from 1 to 8.
+
+    Examples
+    --------
+    >>> from softmaxlib import quant
+    >>> quant.create_linear_map()[[0, 127, 255]]
+    array([-1.,  0.,  1.], dtype=float32)
+    >>> quant.create_linear_map(signed=False)[[0, 1, 255]]
+    array([0.        , 0.00392157, 1.        ], dtype=float32)
     """
     if not isinstance(total_bits, (int, np.integer)) or isinstance(total_bits, bool) or not 1 <= total_bits <= 8:
         raise ValueError(f"total_bits must be an integer from 1 to 8, not {total_bits!r}")

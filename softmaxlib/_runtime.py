@@ -86,6 +86,10 @@ def show_runtime():
     """Prints runtime_info(): the CPU features, the backend and kernel of every public function
     (quantization included), the caches and the versions in use.
 
+    Returns
+    -------
+    None
+
     Examples
     --------
     >>> import softmaxlib

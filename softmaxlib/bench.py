@@ -1,57 +1,67 @@
-"""Benchmarks: the kernels of the registry against NumPy and a memory-bandwidth roofline.
+"""The one benchmark harness: cases from the kernel catalog, one timing method, a roofline.
 
-The command `softmaxlib bench` (softmaxlib/_bench_cli.py) is built on it. The API, for scripts
-and notebooks:
+The command `softmaxlib bench` (softmaxlib/_bench_cli.py) and the pytest-benchmark suite
+(bench/test_bench_kernels.py) are built on it; it also serves scripts and notebooks:
 
-- bandwidth(nbytes) measures the machine's memory bandwidth with the C probe streams
-  (csrc/softmaxlib.h: sml_stream_read, sml_stream_read_write) and converts byte counts to
-  roofline times (Bandwidth.t_read, Bandwidth.t_read_write).
-- time_callable(func, arg_sets) times a callable: warm-up, repeats, median and min.
-- run(sizes, backends, operations, inputs=...) times every requested registry operation on every
-  requested backend and input distribution, plus the NumPy baseline, and returns one Result per case.
+- A Case is one thing to time: a catalog kernel (softmaxlib/_catalog.py, called through
+  softmaxlib/_bindings.py), the auto path (softmaxlib.softmax / log_softmax, allocating or with
+  out=), a quantization kernel, or a peer (the NumPy expressions; scipy.special.softmax and
+  torch.softmax on one thread, when installed). all_cases() lists them by name.
+- run(cases, sizes, backends, inputs=...) times cases x backends x sizes x input distributions
+  and returns one Result per case; latency(sizes) times the public calls on one short row
+  against np.exp, SciPy and PyTorch, and their overhead over the bare kernel.
+- time_callable(func, arg_sets) is the one timing method: warm-up, then the median of repeated
+  samples of many calls.
+- bandwidth(nbytes) measures memory bandwidth with the C probe streams (csrc/softmaxlib.h:
+  sml_stream_read, sml_stream_read_write); roofline_ns() turns a kernel's traffic, read from
+  the catalog, into the time memory alone would take.
 - INPUTS names the input distributions (normal = N(0, 1), uniform80 = U(-80, 80), uniform1000 =
   U(-1000, 1000)); draw(name, shape, seed) draws float32 values from one of them.
 
 Conventions:
 
-- n is the row length. Small rows are timed as a batch of `rows` rows (about HOT_ELEMENTS
-  elements, in+out within the L2 cache) so the cffi call overhead is amortised; every per-element
-  figure divides by rows * n.
-- A case is "hot" (in cache) when the x and y of one call fit in half the last-level cache:
-  the same buffers are reused and several calls make one sample of >= ~1 ms. Otherwise it is
-  "cold" (out of cache): calls rotate over several (x, y) buffer sets totalling at least twice
-  the last-level cache, so no call finds its data left in cache by the previous one.
-- Effective bandwidth, GB/s = (bytes in + bytes out) / time = 8 * elements / time, whatever the
-  algorithm's actual traffic, so algorithms with different numbers of passes compare fairly.
+- n is the row length (for quantization, the number of elements). Small rows are timed as a
+  batch of `rows` rows (about HOT_ELEMENTS elements, in+out within the L2 cache) so the call
+  overhead is amortised; every per-element figure divides by rows * n.
+- A case is "hot" (in cache) when the data of one call fit in half the last-level cache: the
+  same buffers are reused. Otherwise it is "cold" (out of cache): calls rotate over several
+  buffer sets totalling at least twice the last-level cache, so no call finds its data left in
+  cache by the previous one.
+- Effective bandwidth, GB/s = (bytes in + bytes out) / time (8 bytes per element for softmax,
+  5 for quantization), whatever the algorithm's actual traffic, so algorithms with different
+  numbers of passes compare fairly.
 - Inputs are float32 from numpy's default_rng(seed), the same seed for every distribution. On
   Intel cores every operation that produces a subnormal or underflowing float takes a microcode
   assist, so wide-range rows, whose exp(x - max) underflows for about half the elements
   (U(-80, 80)) or nearly all (U(-1000, 1000), the Two-Pass paper's benchmark input), can be many
   times slower than N(0, 1) rows; AMD cores barely notice.
-- "x NumPy" = NumPy's time / the kernel's time (above 1: faster than NumPy), measured in the
-  same process, same sizes and same inputs.
-- The roofline fraction = roofline time / measured time (roofline_ns, see there). It is computed
-  against the bandwidth of main memory and so is meaningful for cold cases only; the table shows
-  it for those.
+- "x NumPy" = the NumPy expression's time / the case's time (above 1: faster than NumPy), on the
+  same sizes and inputs in the same run.
+- The roofline fraction = roofline time / measured time, for cold cases only: the roofline is
+  computed from the bandwidth of main memory.
 """
-import argparse
 import gc
+import importlib
+import importlib.util
+import itertools
 import math
-import re
+import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Optional
+from functools import partial
+from typing import Callable, Optional
 
 import numpy as np
 
-from . import _dispatch, _registry
+from . import _auto, _bindings, _catalog, _codebooks, _dispatch
 
 DEFAULT_SIZES = (1000, 100_000, 1 << 24)
 HOT_ELEMENTS = 1 << 16       # a batch of short rows: 256 KiB in + 256 KiB out, inside L2
-MIN_SAMPLE_NS = 1_000_000    # hot cases: enough calls per sample for ~1 ms
+MIN_SAMPLE_NS = 1_000_000    # enough calls per sample for ~1 ms
+MAX_CALLS_PER_SAMPLE = 10_000
 MAX_CASE_SECONDS = 1.0       # timed-sample budget per case; slow cases get fewer repeats
 MIN_REPEATS = 3
-MAX_SIZE = 1 << 30
+QUANT_BLOCKSIZE = 4096       # quantize_blockwise's default
 
 
 # --- input distributions ------------------------------------------------------------------------
@@ -133,10 +143,13 @@ def time_callable(func, arg_sets=((),), *, repeats=15, warmup=1, min_sample_ns=M
                   max_seconds=MAX_CASE_SECONDS, min_repeats=MIN_REPEATS):
     """Times func(*args), rotating args over arg_sets (one set per call, in turn).
 
-    Warm-up: `warmup` calls on every argument set (page faults, JIT, caches), then one
-    calibration call. A sample is k back-to-back calls timed with time.perf_counter_ns, with k
-    chosen so a sample lasts >= min_sample_ns. Samples: `repeats`, cut down to what fits in
-    max_seconds but never below min_repeats. The garbage collector is off while timing.
+    Warm-up: `warmup` calls on every argument set (page faults, JIT compilation, caches). A
+    sample is k back-to-back calls timed with time.perf_counter_ns, with k chosen so a sample
+    lasts about min_sample_ns (at most MAX_CALLS_PER_SAMPLE calls), from calibration batches of
+    1, 10, 100, ... calls until one lasts a tenth of that (one call of a slow function).
+    Samples: `repeats`, cut down to what fits in max_seconds but never below min_repeats. The
+    garbage collector is off while timing. The loop adds some 30 ns to every call (a call of
+    len(x) shows it), the same for everything timed.
     For out-of-cache timings pass several argument sets whose buffers total more than the
     last-level cache (see buffer_count).
     """
@@ -145,38 +158,40 @@ def time_callable(func, arg_sets=((),), *, repeats=15, warmup=1, min_sample_ns=M
         raise ValueError("arg_sets is empty")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, not {repeats}")
-    count = len(arg_sets)
     for _ in range(warmup):
         for args in arg_sets:
             func(*args)
-    call = 0
+    rotation = itertools.cycle(arg_sets)
+    clock = time.perf_counter_ns
+
+    def sample(calls):
+        batch = itertools.islice(rotation, calls)  # made before the clock starts
+        start = clock()
+        for args in batch:
+            func(*args)
+        return max(clock() - start, 1)
+
     enabled = gc.isenabled()
     gc.disable()
     try:
-        start = time.perf_counter_ns()
-        func(*arg_sets[call % count])
-        call += 1
-        first = max(time.perf_counter_ns() - start, 1)
-        per_sample = max(1, min(10_000, math.ceil(min_sample_ns / first)))
-        affordable = int(max_seconds * 1e9 // (first * per_sample))
+        # one call alone would time the clock as much as the call: batches until one is long enough
+        calls, elapsed = 1, sample(1)
+        while elapsed < min_sample_ns / 10 and calls < MAX_CALLS_PER_SAMPLE:
+            calls *= 10
+            elapsed = sample(calls)
+        per_call = elapsed / calls
+        per_sample = max(1, min(MAX_CALLS_PER_SAMPLE, math.ceil(min_sample_ns / per_call)))
+        affordable = int(max_seconds * 1e9 // (per_call * per_sample))
         samples = max(min(repeats, min_repeats), min(repeats, affordable))
-        times = []
-        for _ in range(samples):
-            start = time.perf_counter_ns()
-            for _ in range(per_sample):
-                func(*arg_sets[call % count])
-                call += 1
-            times.append((time.perf_counter_ns() - start) / per_sample)
+        times = [sample(per_sample) / per_sample for _ in range(samples)]
     finally:
         if enabled:
             gc.enable()
-    times.sort()
-    middle = len(times) // 2
-    median = times[middle] if len(times) % 2 else (times[middle - 1] + times[middle]) / 2
-    return Timing(median_ns=median, min_ns=times[0], samples=len(times), calls_per_sample=per_sample)
+    return Timing(median_ns=statistics.median(times), min_ns=min(times), samples=len(times),
+                  calls_per_sample=per_sample)
 
 
-# --- bandwidth probe ----------------------------------------------------------------------------
+# --- bandwidth probe and roofline ---------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Bandwidth:
@@ -244,32 +259,27 @@ def bandwidth(nbytes=None, *, repeats=7):
                      samples=min(read_time.samples, read_write_time.samples))
 
 
-# --- traffic model ------------------------------------------------------------------------------
+def traffic_split(kernel_id):
+    """(read-only, read+write) bytes a catalog kernel moves per element: reads of x are
+    read-only traffic; every byte of y moved (stored, or loaded again to be rescaled) is
+    read+write traffic (the catalog's `read_write`)."""
+    kernel = _catalog.KERNELS[kernel_id]
+    return kernel.traffic - kernel.read_write, kernel.read_write
 
-def traffic_split(operation):
-    """(read-only, read+write) float32 values moved per element by a registry operation.
 
-    Reads of x are read-only traffic; every value of y moved (stored, or loaded again to be
-    rescaled) is read+write traffic (the registry's read_write_per_element).
+def roofline_ns(kernel_id, elements, bw):
+    """Lower bound of the time in ns for a catalog kernel over `elements` elements, from memory.
+
+    bw.t_read(read-only bytes) + bw.t_read_write(read+write bytes), bytes = elements x the
+    bytes of traffic_split. A store is charged at the read+write rate per byte stored, as if it
+    were written without reading its cache line first; a plain store (no non-temporal hint) also
+    reads the line for ownership, so for store-heavy passes this bound is optimistic.
     """
-    spec = _registry.OPERATIONS[operation]
-    return spec.traffic_per_element - spec.read_write_per_element, spec.read_write_per_element
+    read_only, read_write = traffic_split(kernel_id)
+    return bw.t_read(elements * read_only) + bw.t_read_write(elements * read_write)
 
 
-def roofline_ns(operation, elements, bw):
-    """Lower bound of the time in ns for `operation` over `elements` float32 values, from memory.
-
-    bw.t_read(read-only bytes) + bw.t_read_write(read+write bytes), bytes = 4 x elements x the
-    values of traffic_split. A store of y is charged at the read+write rate per byte stored,
-    as if it were written without reading its cache line first; a plain store (no non-temporal
-    hint) also reads the line for ownership, so the true limit for store-heavy passes is higher
-    and this bound is optimistic: a fraction of 1 is out of reach without non-temporal stores.
-    """
-    read_only, read_write = traffic_split(operation)
-    return bw.t_read(4 * elements * read_only) + bw.t_read_write(4 * elements * read_write)
-
-
-# --- the NumPy baseline -------------------------------------------------------------------------
+# --- the NumPy expressions ----------------------------------------------------------------------
 
 def numpy_softmax(x):
     """The NumPy baseline users write: e = exp(x - max); e / sum(e), float32, along the last axis."""
@@ -300,24 +310,43 @@ def numpy_log_stablemax(x):
     return np.log(s) - np.log(s.sum(-1, keepdims=True))
 
 
+def numpy_stablemax_cross_entropy(x, labels):
+    """Mean StableMax cross-entropy and its gradient, as a float64 NumPy expression (the
+    paper's code computes in float64)."""
+    x64 = x.astype(np.float64)
+    s = numpy_stable_s(x64)
+    p = s / s.sum(-1, keepdims=True)
+    rows = np.arange(x.shape[0])
+    loss = -np.log(p[rows, labels]).mean()
+    p[rows, labels] -= 1
+    return loss, (p / (1 + np.abs(x64)) / x.shape[0]).astype(np.float32)
+
+
+def numpy_quantize(x, midpoints, blocksize):
+    """The NumPy reference of quantize_blockwise: absmax per block, then searchsorted over the
+    codebook's midpoints (rounded down, so that side="left" counts the midpoints below each
+    value). A last partial block is padded with zeros, which change no absmax."""
+    n = x.size
+    blocks = -(-n // blocksize)
+    if n % blocksize:
+        x = np.concatenate([x, np.zeros(blocks * blocksize - n, x.dtype)])
+    x = x.reshape(blocks, blocksize)
+    absmax = np.abs(x).max(axis=1)
+    scaled = x * (np.float32(1) / absmax)[:, None]
+    return np.searchsorted(midpoints, scaled, side="left").astype(np.uint8).reshape(-1)[:n], absmax
+
+
+def numpy_dequantize(q, code, absmax, blocksize):
+    """The NumPy reference of dequantize_blockwise: code[q] * absmax of each block."""
+    if q.size % blocksize:
+        return code[q] * np.repeat(absmax, blocksize)[:q.size]
+    return (code[q].reshape(-1, blocksize) * absmax[:, None]).reshape(-1)
+
+
 NUMPY_BASELINES = {"softmax": numpy_softmax, "log_softmax": numpy_log_softmax,
                    "stablemax": numpy_stablemax, "log_stablemax": numpy_log_stablemax}
-# float32 values the baselines move per element: softmax: max 1, subtract 2, exp 2, sum 1, then
-# divide (or subtract the log) 2; StableMax: compare 2, add 2, min 2, subtract 2, divide 2,
-# where 4, sum 1, divide 2 (log: log 2 more); temporaries' page faults are not counted.
-NUMPY_TRAFFIC_PER_ELEMENT = {"softmax": 8, "log_softmax": 8, "stablemax": 17, "log_stablemax": 19}
-
-
-def is_log(function):
-    """Whether a public function returns log-probabilities."""
-    return function.startswith("log_")
-
-
-def _split_name(operation):
-    """(public function, variant) of a registry operation: ('log_softmax', 'reload'),
-    ('softmax', 'two_pass')."""
-    spec = _registry.OPERATIONS[operation]
-    return spec.function, spec.variant or spec.family
+# the public functions with a NumPy case, numpy_<function>: the baselines of their kernels
+NUMPY_FUNCTIONS = (*NUMPY_BASELINES, "stablemax_cross_entropy", "quantize_blockwise", "dequantize_blockwise")
 
 
 def sum_error(y, log_output):
@@ -327,63 +356,19 @@ def sum_error(y, log_output):
     return float(np.max(np.abs(total - 1.0))) if total.size else 0.0
 
 
-# --- the benchmark ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Result:
-    """One timed case. Times are per call of `rows` rows of n elements; see the module docstring.
-
-    operation: registry name, or the baseline's name ("softmax") when backend == "numpy".
-    input: the distribution of x, a name of INPUTS.
-    speedup_vs_numpy: NumPy baseline time / this time (None without a baseline).
-    bytes_in_out: 8 * elements per call. bytes_moved: the algorithm's traffic per call
-      (traffic_per_element * 4 * elements; NUMPY_TRAFFIC_PER_ELEMENT for NumPy); roofline_ns
-      its time at the probe's bandwidth (None for NumPy), roofline_fraction = roofline_ns /
-      median_ns.
-    sum_error: max over rows of |sum of probabilities - 1|, a check of the output.
-    """
-
-    operation: str
-    family: str
-    variant: str
-    backend: str
-    n: int
-    input: str
-    rows: int
-    cache: str
-    buffers: int
-    samples: int
-    calls_per_sample: int
-    median_ns: float
-    min_ns: float
-    ns_per_element: float
-    gb_per_s: float
-    speedup_vs_numpy: float | None
-    bytes_in_out: int
-    bytes_moved: int
-    roofline_ns: float | None
-    roofline_fraction: float | None
-    sum_error: float
-
-    @property
-    def is_baseline(self):
-        return self.backend == "numpy"
-
-    def as_dict(self):
-        return asdict(self)
-
+# --- buffers ------------------------------------------------------------------------------------
 
 def batch_rows(n):
     """Rows per call for row length n: enough for about HOT_ELEMENTS elements, at least 1."""
     return max(1, HOT_ELEMENTS // n)
 
 
-def make_inputs(n, rows=None, llc=None, seed=0, distribution="normal"):
-    """Buffer sets [(x, y)] of shape (rows, n) float32 for row length n: one set if hot, else
-    buffer_count() sets. x is drawn from `distribution` (a name of INPUTS; default standard
-    normal), the same values in every set; y is zeroed."""
+def make_inputs(n, rows=None, llc=None, seed=0, distribution="normal", rotate=True):
+    """Buffer sets [(x, y)] of shape (rows, n) float32 for row length n: one set if hot (or not
+    rotate), else buffer_count() sets. x is drawn from `distribution` (a name of INPUTS), the
+    same values in every set; y is zeroed."""
     rows = batch_rows(n) if rows is None else rows
-    count = buffer_count(8 * rows * n, llc)
+    count = buffer_count(8 * rows * n, llc) if rotate else 1
     x = draw(distribution, (rows, n), seed)
     sets = []
     for index in range(count):
@@ -393,247 +378,536 @@ def make_inputs(n, rows=None, llc=None, seed=0, distribution="normal"):
     return sets
 
 
-def run(sizes=DEFAULT_SIZES, backends=None, operations=None, *, inputs=("normal",), repeats=15,
-        baseline=True, bw=None, max_seconds=MAX_CASE_SECONDS, on_result=None):
-    """Times operations x backends x sizes x inputs, plus the NumPy baseline per size and input;
-    returns [Result].
+def make_quant_inputs(n, blocksize=QUANT_BLOCKSIZE, llc=None, seed=0, distribution="normal", rotate=True):
+    """Buffer sets [(x, q, absmax, out)] of n elements: x float32 drawn from `distribution`, q and
+    absmax its codes (signed dynamic map) from the NumPy reference, so dequantize has real
+    input, out float32 zeroed. One set if the 5n bytes of one call are hot (or not rotate)."""
+    count = buffer_count(5 * n, llc) if rotate else 1
+    x = draw(distribution, n, seed)
+    q, absmax = numpy_quantize(x, _codebooks.search_tables(_codebooks.create_dynamic_map()).midpoints[:-1],
+                               blocksize)
+    return [(x.copy(), q.copy(), absmax.copy(), np.zeros(n, np.float32)) for _ in range(count)]
 
-    sizes: row lengths n. backends: default every usable backend. operations: registry names,
-    default all of _registry.OPERATIONS. inputs: names of INPUTS, the distributions of x (every
-    one drawn with the same seed). Kernels are called through _registry.row_kernel on
-    preallocated y (no allocation in the timed call); the NumPy baseline allocates, as users'
-    code does; speedup_vs_numpy compares with the baseline on the same input. bw: a Bandwidth
-    for the roofline; default bandwidth() (main memory). on_result(result) is called as each case
-    finishes. Per size and input the baseline runs first.
+
+@dataclass(frozen=True)
+class Buffers:
+    """The buffer sets that the cases of one kind, size and input share. kind "rows": sets
+    [(x, y)] of (rows, n) float32; kind "quant": [(x, q, absmax, out)] of n elements (rows 1),
+    for `blocksize`. Cases only write their outputs, so they can share them."""
+
+    kind: str
+    n: int
+    rows: int
+    input: str
+    blocksize: Optional[int]
+    cache: str
+    sets: list
+
+    @property
+    def elements(self):
+        return self.rows * self.n
+
+
+def make_buffers(kind, n, distribution="normal", *, blocksize=None, llc=None, batch=True, rotate=True):
+    """Buffers of a kind for size n. batch: short rows batched to ~HOT_ELEMENTS (else one row);
+    rotate: several sets when cold (else one set, reused: the data stay in whatever cache level
+    holds them)."""
+    llc = llc or llc_bytes()
+    if kind == "rows":
+        rows = batch_rows(n) if batch else 1
+        sets = make_inputs(n, rows, llc, distribution=distribution, rotate=rotate)
+        set_bytes = 8 * rows * n
+    elif kind == "quant":
+        rows, blocksize = 1, blocksize or QUANT_BLOCKSIZE
+        sets = make_quant_inputs(n, blocksize, llc, distribution=distribution, rotate=rotate)
+        set_bytes = 5 * n
+    else:
+        raise ValueError(f"unknown kind of buffers {kind!r}")
+    return Buffers(kind, n, rows, distribution, blocksize if kind == "quant" else None,
+                   "hot" if is_hot(set_bytes, llc) else "cold", sets)
+
+
+# --- cases --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    """One thing to time.
+
+    name: the catalog kernel id, or auto_<function>[_allocating], or <peer>_<function>.
+    family: the catalog family; "auto"; "numpy" for the NumPy expressions; "peer" for SciPy
+      and PyTorch.
+    build(backend, buffers) -> (func, arg_sets): one timed call is func(*args), args rotating
+      over arg_sets, one per buffer set. Outputs are preallocated unless the case is a call
+      that allocates (the auto path's *_allocating, the peers).
+    buffers: the kind of Buffers it runs on ("rows" or "quant"); blocksize: the block size of
+      its quant buffers (None: QUANT_BLOCKSIZE).
+    kernel_of(backend, n): the id of the catalog kernel it runs at row length n, whose traffic
+      gives the roofline (None: no roofline).
+    bytes_in_out: bytes in + bytes out per element, for the effective GB/s.
+    backends: None for the library's backends, else the one backend name of a peer.
+    baseline: the name of the NumPy case its "x NumPy" is against, or None.
     """
+
+    name: str
+    family: str
+    build: Callable
+    buffers: str = "rows"
+    kernel_of: Optional[Callable] = None
+    bytes_in_out: int = 8
+    backends: Optional[tuple] = None
+    baseline: Optional[str] = None
+    blocksize: Optional[int] = None
+
+    @property
+    def is_baseline(self):
+        return self.family == "numpy"
+
+
+def _codebook():
+    code = _codebooks.create_dynamic_map()
+    return code, _codebooks.search_tables(code)
+
+
+def _catalog_build(kernel):
+    """build() of a catalog kernel through its binding, outputs preallocated."""
+    def build(backend, buffers):
+        call = _bindings.bound(kernel.id, backend, np.float32 if kernel.dtype == "f32" else None)
+        if kernel.signature == "rows":
+            return call, buffers.sets
+        if kernel.signature == "pair":
+            mantissa, exponent = np.empty(buffers.rows), np.empty(buffers.rows)
+            return call, [(x, mantissa, exponent) for x, _ in buffers.sets]
+        if kernel.signature == "loss":
+            # mean reduction with the gradient (into y), as a training step calls it
+            labels, losses = np.zeros(buffers.rows, np.int64), np.empty(buffers.rows)
+            return call, [(x, labels, -1, 1.0 / buffers.rows, losses, y) for x, y in buffers.sets]
+        code, tables = _codebook()
+        if kernel.signature == "quantize":
+            return call, [(x, buffers.blocksize, tables, q, absmax) for x, q, absmax, _ in buffers.sets]
+        return call, [(q, absmax, buffers.blocksize, code, out) for _, q, absmax, out in buffers.sets]
+
+    return build
+
+
+CATALOG_SIGNATURES = ("rows", "pair", "loss", "quantize", "dequantize")  # not "map" and "codes": parts of others
+
+
+def catalog_cases():
+    """A case per catalog kernel with one of CATALOG_SIGNATURES, in catalog order."""
+    cases = []
+    for kernel in _catalog.KERNELS.values():
+        if kernel.signature not in CATALOG_SIGNATURES:
+            continue
+        quant = kernel.signature in ("quantize", "dequantize")
+        cases.append(Case(kernel.id, kernel.family, _catalog_build(kernel), buffers="quant" if quant else "rows",
+                          kernel_of=lambda backend, n, kernel_id=kernel.id: kernel_id,
+                          bytes_in_out={"pair": 4, "quantize": 5, "dequantize": 5}.get(kernel.signature, 8),
+                          baseline=f"numpy_{kernel.function}" if kernel.function in NUMPY_FUNCTIONS else None))
+    return cases
+
+
+def auto_cases():
+    """softmaxlib.softmax and log_softmax, with out= (auto_<function>) and allocating their
+    result (auto_<function>_allocating), as users call them: on the default backend without
+    backend= (the fast path), on another with backend= (the general path)."""
+    import softmaxlib
+
+    def case(function, allocating):
+        public = getattr(softmaxlib, function)
+
+        def build(backend, buffers):
+            keywords = {} if backend == _dispatch.DEFAULT_BACKEND else {"backend": backend}
+            if allocating:
+                return partial(public, **keywords), [(x,) for x, _ in buffers.sets]
+            return (lambda x, y: public(x, out=y, **keywords)), buffers.sets
+
+        return Case(f"auto_{function}{'_allocating' if allocating else ''}", "auto", build,
+                    kernel_of=lambda backend, n: _auto.kernel_id(function, backend, n), baseline=f"numpy_{function}")
+
+    return [case(function, allocating) for function in ("softmax", "log_softmax") for allocating in (False, True)]
+
+
+PEER_MODULES = {"scipy_softmax": "scipy", "torch_softmax": "torch"}
+
+
+def missing_peers():
+    """{peer case name: the module it needs} for the peers not installed here."""
+    return {name: module for name, module in PEER_MODULES.items() if importlib.util.find_spec(module) is None}
+
+
+def peer_cases():
+    """The NumPy expressions of every row function (and the StableMax cross-entropy), always;
+    scipy.special.softmax and torch.softmax (one thread, on torch.from_numpy(x) made once per
+    buffer set) when installed. They allocate their results, as users' code does."""
+    def numpy_case(function, expression):
+        def build(backend, buffers):
+            return expression, [(x,) for x, _ in buffers.sets]
+
+        return Case(f"numpy_{function}", "numpy", build, backends=("numpy",))
+
+    def cross_entropy(backend, buffers):
+        labels = np.zeros(buffers.rows, np.int64)
+        return numpy_stablemax_cross_entropy, [(x, labels) for x, _ in buffers.sets]
+
+    def scipy_softmax(backend, buffers):
+        import scipy.special
+        return partial(scipy.special.softmax, axis=-1), [(x,) for x, _ in buffers.sets]
+
+    def torch_softmax(backend, buffers):
+        import torch
+        torch.set_num_threads(1)
+        return torch.softmax, [(torch.from_numpy(x), -1) for x, _ in buffers.sets]
+
+    cases = [numpy_case(function, expression) for function, expression in NUMPY_BASELINES.items()]
+    cases.append(Case("numpy_stablemax_cross_entropy", "numpy", cross_entropy, backends=("numpy",)))
+    missing = missing_peers()
+    for name, build in (("scipy_softmax", scipy_softmax), ("torch_softmax", torch_softmax)):
+        if name not in missing:
+            cases.append(Case(name, "peer", build, backends=(PEER_MODULES[name],), baseline="numpy_softmax"))
+    return cases
+
+
+def quant_cases():
+    """The NumPy references of quantize_blockwise and dequantize_blockwise (the catalog kernels
+    are in catalog_cases()), on quant buffers."""
+    def quantize(backend, buffers):
+        midpoints = _codebook()[1].midpoints[:-1]
+        return (lambda x: numpy_quantize(x, midpoints, buffers.blocksize)), [(s[0],) for s in buffers.sets]
+
+    def dequantize(backend, buffers):
+        code = _codebook()[0]
+        return (lambda q, absmax: numpy_dequantize(q, code, absmax, buffers.blocksize)), \
+            [(q, absmax) for _, q, absmax, _ in buffers.sets]
+
+    return [Case("numpy_quantize_blockwise", "numpy", quantize, buffers="quant", bytes_in_out=5, backends=("numpy",)),
+            Case("numpy_dequantize_blockwise", "numpy", dequantize, buffers="quant", bytes_in_out=5,
+                 backends=("numpy",))]
+
+
+def all_cases():
+    """Every case by name: catalog kernels, the auto path, the peers installed, quantization's
+    NumPy references."""
+    return {case.name: case for case in catalog_cases() + auto_cases() + peer_cases() + quant_cases()}
+
+
+# --- running ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Result:
+    """One timed case. Times are per call of `rows` rows of n elements; see the module docstring.
+
+    kernel: the case's name. blocksize: quantization cases only. buffers: the sets rotated over.
+    gb_per_s: effective, bytes_in_out * elements / time. roofline_ns: the time memory alone
+    takes for the catalog kernel's traffic (None without one); roofline_fraction = roofline_ns /
+    median_ns, cold cases only. speedup_vs_numpy: the baseline's time / this time, when the run
+    has the baseline.
+    """
+
+    kernel: str
+    family: str
+    backend: str
+    n: int
+    input: str
+    rows: int
+    blocksize: Optional[int]
+    cache: str
+    buffers: int
+    samples: int
+    calls_per_sample: int
+    median_ns: float
+    min_ns: float
+    ns_per_element: float
+    g_elements_per_s: float
+    gb_per_s: float
+    roofline_ns: Optional[float]
+    roofline_fraction: Optional[float]
+    speedup_vs_numpy: Optional[float]
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def measure(case, backend, buffers, *, bw=None, repeats=15, warmup=1, max_seconds=MAX_CASE_SECONDS,
+            baseline_ns=None):
+    """Times one case on one backend over buffers (make_buffers(case.buffers, ...)); returns a
+    Result. bw: a Bandwidth for the roofline (None: no roofline); baseline_ns: the NumPy
+    baseline's median on the same buffers."""
+    func, arg_sets = case.build(backend, buffers)
+    timing = time_callable(func, arg_sets, repeats=repeats, warmup=warmup, max_seconds=max_seconds)
+    elements = buffers.elements
+    kernel_id = case.kernel_of(backend, buffers.n) if case.kernel_of else None
+    roofline = roofline_ns(kernel_id, elements, bw) if kernel_id and bw else None
+    median = timing.median_ns
+    return Result(
+        kernel=case.name, family=case.family, backend=backend, n=buffers.n, input=buffers.input, rows=buffers.rows,
+        blocksize=buffers.blocksize, cache=buffers.cache, buffers=len(buffers.sets), samples=timing.samples,
+        calls_per_sample=timing.calls_per_sample, median_ns=median, min_ns=timing.min_ns,
+        ns_per_element=median / elements, g_elements_per_s=elements / median,
+        gb_per_s=case.bytes_in_out * elements / median, roofline_ns=roofline,
+        roofline_fraction=roofline / median if roofline and buffers.cache == "cold" else None,
+        speedup_vs_numpy=None if baseline_ns is None else baseline_ns / median)
+
+
+def resolve_cases(cases):
+    """Case objects for cases given as Case objects or names of all_cases(); ValueError for an
+    unknown name."""
+    known = None
+    resolved = []
+    for case in cases:
+        if not isinstance(case, Case):
+            known = known or all_cases()
+            if case not in known:
+                raise ValueError(f"unknown case {case!r}; the cases here are {', '.join(known)}")
+            case = known[case]
+        resolved.append(case)
+    return resolved
+
+
+def plan(cases, sizes, backends, inputs_of):
+    """The runs of `cases`, in order, as (case, backend, n, input): by size; the NumPy baselines
+    first (so every "x NumPy" is known when its row is printed), then the cases as given; per
+    case its backends (a peer's own, else `backends`), then its inputs (inputs_of(case)), so that
+    the row of one case on each input follows its row on the previous one."""
+    ordered = sorted(cases, key=lambda case: not case.is_baseline)  # stable: the given order otherwise
+    return [(case, backend, n, distribution) for n in sizes for case in ordered
+            for backend in (case.backends or backends) for distribution in inputs_of(case)]
+
+
+def run(cases, sizes=DEFAULT_SIZES, backends=None, *, inputs=("normal",), repeats=15, warmup=1, bw=None,
+        batch=True, rotate=True, max_seconds=MAX_CASE_SECONDS, on_result=None, on_start=None):
+    """Times cases x backends x sizes x inputs; returns [Result] in plan() order.
+
+    cases: Case objects or names of all_cases() (quantization cases run at their blocksize).
+    sizes: row lengths n. backends: default every usable backend. inputs: names of INPUTS, or a
+    function case -> names. bw: a Bandwidth for the roofline; default bandwidth() (main
+    memory). batch, rotate: see make_buffers. on_start(index, count, case, backend, n, input)
+    before and on_result(result) after each case. The buffers of one size, kind and input are
+    made once and shared by its cases.
+    """
+    cases = resolve_cases(cases)
     backends = list(_dispatch.USABLE_BACKENDS if backends is None else backends)
     for backend in backends:
         _dispatch.check_backend(backend)
-    operations = list(_registry.OPERATIONS if operations is None else operations)
-    for operation in operations:
-        if operation not in _registry.OPERATIONS:
-            raise ValueError(f"unknown operation {operation!r}; the operations are "
-                             f"{', '.join(_registry.OPERATIONS)}")
-    inputs = input_names(inputs)
+    if callable(inputs):
+        inputs_of = inputs
+    else:
+        names = input_names(inputs)
+
+        def inputs_of(case):
+            return names
     sizes = [int(n) for n in sizes]
     if any(n < 1 for n in sizes):
         raise ValueError(f"sizes must be positive, not {sizes}")
     if bw is None:
         bw = bandwidth()
     llc = llc_bytes()
-    timing = dict(repeats=repeats, max_seconds=max_seconds)
-    results = []
-
-    def record(result):
+    runs = plan(cases, sizes, backends, inputs_of)
+    results, buffers, baseline_ns = [], {}, {}
+    for index, (case, backend, n, distribution) in enumerate(runs):
+        if on_start is not None:
+            on_start(index, len(runs), case, backend, n, distribution)
+        key = (case.buffers, case.blocksize, distribution)
+        if n not in {b.n for b in buffers.values()}:
+            buffers.clear()  # before the next size allocates
+        if key not in buffers:
+            buffers[key] = make_buffers(case.buffers, n, distribution, blocksize=case.blocksize, llc=llc,
+                                        batch=batch, rotate=rotate)
+        result = measure(case, backend, buffers[key], bw=bw, repeats=repeats, warmup=warmup, max_seconds=max_seconds,
+                         baseline_ns=baseline_ns.get((case.baseline, key)))
+        if case.is_baseline:
+            baseline_ns[case.name, key] = result.median_ns
         results.append(result)
         if on_result is not None:
             on_result(result)
-
-    for n in sizes:
-        rows = batch_rows(n)
-        elements = rows * n
-        for distribution in inputs:
-            sets = make_inputs(n, rows, llc, distribution=distribution)
-            cache = "hot" if len(sets) == 1 else "cold"
-            x_sets = [(x,) for x, _ in sets]
-            baseline_ns = {}
-            if baseline:
-                for name in dict.fromkeys(_split_name(op)[0] for op in operations):
-                    function = NUMPY_BASELINES.get(name)
-                    if function is None:
-                        continue
-                    t = time_callable(function, x_sets, **timing)
-                    baseline_ns[name] = t.median_ns
-                    record(Result(
-                        operation=name, family="numpy", variant="numpy", backend="numpy", n=n,
-                        input=distribution, rows=rows, cache=cache, buffers=len(sets), samples=t.samples,
-                        calls_per_sample=t.calls_per_sample, median_ns=t.median_ns, min_ns=t.min_ns,
-                        ns_per_element=t.median_ns / elements, gb_per_s=8 * elements / t.median_ns,
-                        speedup_vs_numpy=1.0, bytes_in_out=8 * elements,
-                        bytes_moved=NUMPY_TRAFFIC_PER_ELEMENT[name] * 4 * elements,
-                        roofline_ns=None, roofline_fraction=None,
-                        sum_error=sum_error(function(sets[0][0]), is_log(name))))
-            for operation in operations:
-                spec = _registry.OPERATIONS[operation]
-                name, variant = _split_name(operation)
-                roofline = roofline_ns(operation, elements, bw)
-                for backend in backends:
-                    kernel = _registry.row_kernel(operation, backend, np.float32)
-                    for _, y in sets:
-                        y.fill(np.nan)  # a kernel that skips elements fails the check below
-                    t = time_callable(kernel, sets, **timing)
-                    reference = baseline_ns.get(name)
-                    record(Result(
-                        operation=operation, family=spec.family, variant=variant, backend=backend,
-                        n=n, input=distribution, rows=rows, cache=cache, buffers=len(sets),
-                        samples=t.samples, calls_per_sample=t.calls_per_sample, median_ns=t.median_ns, min_ns=t.min_ns,
-                        ns_per_element=t.median_ns / elements, gb_per_s=8 * elements / t.median_ns,
-                        speedup_vs_numpy=None if reference is None else reference / t.median_ns,
-                        bytes_in_out=8 * elements, bytes_moved=spec.traffic_per_element * 4 * elements,
-                        roofline_ns=roofline, roofline_fraction=roofline / t.median_ns,
-                        sum_error=sum_error(sets[0][1], is_log(name))))
-            del sets, x_sets
+    buffers.clear()
     return results
 
 
-# --- 8-bit block-wise quantization -------------------------------------------------------------
+# --- latency: the public calls on one short row -------------------------------------------------
 
-QUANT_SIZES = (1 << 16, 1 << 20, 1 << 24)
-QUANT_BLOCKSIZES = (256, 2048, 4096)
-
-
-def numpy_quantize(x, midpoints, blocksize):
-    """The NumPy reference: absmax per block, then searchsorted over the codebook's midpoints
-    (rounded down, so that side="left" counts the midpoints below each value). n % blocksize == 0."""
-    blocks = x.reshape(-1, blocksize)
-    absmax = np.abs(blocks).max(axis=1)
-    scaled = blocks * (np.float32(1) / absmax)[:, None]
-    return np.searchsorted(midpoints, scaled, side="left").astype(np.uint8).reshape(-1), absmax
-
-
-def numpy_dequantize(q, code, absmax, blocksize):
-    """The NumPy reference: code[q] * absmax of each block."""
-    return (code[q].reshape(-1, blocksize) * absmax[:, None]).reshape(-1)
+LATENCY_SIZES = (1, 16, 256, 1000, 4096)
 
 
 @dataclass(frozen=True)
-class QuantResult:
-    """One timed quantize or dequantize case. g_elements_per_s = n / median time; roofline_fraction
-    (cold cases only): quantize reads 4 bytes and writes 1 per element, dequantize reads 1 and
-    writes 4, charged as roofline_ns is. input: the distribution of x, a name of INPUTS."""
+class LatencyRow:
+    """One entry of the latency table: ns per call (median) of `call` at n, or for the
+    "overhead" section the public call's time minus its bare kernel's.
 
-    operation: str
-    backend: str
+    section: "reference" (len, np.exp, SciPy, PyTorch), "public" (the public functions on a 1-D
+    float32 row, default backend), "general" (softmaxlib.softmax off its fast path), "kernel" (the
+    bound kernel on the (1, n) view of the same row), "overhead" (a public or general call's time
+    minus its kernel's, timed just before it).
+    over_np_exp: ns / the ns of np.exp(x) (of np.exp(x, out=y) for calls that write into given
+    outputs); over_torch: ns / the ns of torch.softmax(t, -1). kernel: the catalog kernel behind
+    the call.
+    """
+
+    section: str
+    call: str
     n: int
-    blocksize: int
-    cache: str
-    ns_per_element: float
-    g_elements_per_s: float
-    speedup_vs_numpy: Optional[float]
-    roofline_fraction: Optional[float]
-    input: str = "normal"
+    ns: float
+    over_np_exp: Optional[float] = None
+    over_torch: Optional[float] = None
+    kernel: Optional[str] = None
+    samples: int = 0
+    calls_per_sample: int = 0
+
+    def as_dict(self):
+        return asdict(self)
 
 
-def run_quant(sizes=QUANT_SIZES, blocksizes=QUANT_BLOCKSIZES, backends=None, *, inputs=("normal",), repeats=15,
-              bw=None, on_result=None):
-    """Times quantize_blockwise and dequantize_blockwise kernels (signed dynamic map) per backend,
-    size, input (names of INPUTS; buffer set i drawn with seed i) and block size, after the NumPy
-    reference of each in the same process; returns [QuantResult]."""
-    from . import _codebooks
-    backends = list(_dispatch.USABLE_BACKENDS if backends is None else backends)
-    inputs = input_names(inputs)
-    bw = bandwidth() if bw is None else bw
-    code = _codebooks.create_dynamic_map()
-    tables = _codebooks.search_tables(code)
-    results = []
+@dataclass(frozen=True)
+class _Call:
+    section: str
+    call: str
+    func: Callable
+    args: tuple
+    writes_into: bool = False      # compared with np.exp(x, out=y), not np.exp(x)
+    kernel: Optional[str] = None   # the `call` of its kernel entry
+    kernel_id: Optional[str] = None
+
+
+def _latency_calls(n, backend):
+    """The calls the latency table times for one row of n float32, in table order."""
+    import softmaxlib
+    from . import quant
+
+    x = draw("normal", n)
+    y = np.empty_like(x)
+    x2, y2 = x.reshape(1, n), y.reshape(1, n)  # the same memory, as the kernels take it
+    code, tables = _codebook()
+    blocksize = QUANT_BLOCKSIZE  # quantize_blockwise's default: one block, partial below 4096
+    q, state = quant.quantize_blockwise(x, blocksize=blocksize)
+    q_out, absmax_out = np.empty(n, np.uint8), np.empty(state.absmax.size, np.float32)
+    losses, mantissa, exponent = np.empty(1), np.empty(1), np.empty(1)
+    labels, class_index = np.zeros(1, np.int64), np.int64(0)
+    calls, kernels = [], {}
+
+    def kernel(kernel_id, dtype=np.float32):
+        """The kernel entry of kernel_id on x (and y) viewed as (1, n); returns its `call`."""
+        spec = _catalog.KERNELS[kernel_id]
+        bound = _bindings.bound(kernel_id, backend, dtype if spec.dtype == "f32" else None)
+        if dtype == np.float64:
+            label, args = f"{kernel_id}[f64 twin](x2, y2)", (x2.astype(np.float64), np.empty((1, n)))
+        elif spec.signature == "rows":
+            label, args = f"{kernel_id}(x2, y2)", (x2, y2)
+        elif spec.signature == "pair":
+            label, args = f"{kernel_id}(x2, m, e)", (x2, mantissa, exponent)
+        elif spec.signature == "quantize":
+            label, args = f"{kernel_id}(x, B, tables, q, absmax)", (x, blocksize, tables, q_out, absmax_out)
+        elif spec.signature == "dequantize":
+            label, args = f"{kernel_id}(q, absmax, B, code, y)", (q, state.absmax, blocksize, code, y)
+        else:
+            raise ValueError(f"no latency entry for {kernel_id} ({spec.signature})")
+        kernels.setdefault(label, _Call("kernel", label, bound, args, True, None, kernel_id))
+        return label
+
+    def loss_kernel(grad):
+        label = f"stablemax_cross_entropy(x2, i, l{', grad' if grad else ''})"
+        bound = _bindings.bound("stablemax_cross_entropy", backend, np.float32)
+        kernels.setdefault(label, _Call("kernel", label, bound, (x2, labels, -1, 1.0, losses, y2 if grad else None),
+                                        True, None, "stablemax_cross_entropy"))
+        return label
+
+    def public(call, func, args, kernel_label, writes_into=False, section="public"):
+        calls.append(_Call(section, call, func, args, writes_into, kernel_label, kernels[kernel_label].kernel_id))
+
+    for function in ("softmax", "log_softmax"):
+        auto_kernel = kernel(_auto.kernel_id(function, backend, n))
+        public(f"softmaxlib.{function}(x)", getattr(softmaxlib, function), (x,), auto_kernel)
+        public(f"softmaxlib.{function}(x, out=y)", partial(getattr(softmaxlib, function), out=y), (x,), auto_kernel,
+               True)
+    public("softmaxlib.logsumexp(x)", softmaxlib.logsumexp, (x,), kernel("sum_exp_pair"))
+    for entry in _catalog.KERNELS.values():
+        if entry.function is None:
+            continue
+        function = getattr(importlib.import_module(f"softmaxlib.{entry.family}"), entry.function)
+        if entry.variant is not None:
+            function = partial(function, variant=entry.variant)
+        name = f"{entry.family}.{entry.function}{f'[{entry.variant}]' if entry.variant else ''}"
+        if entry.signature == "rows":
+            public(f"{name}(x)", function, (x,), kernel(entry.id))
+            public(f"{name}(x, out=y)", partial(function, out=y), (x,), kernel(entry.id), True)
+        elif entry.signature == "pair":
+            public(f"{name}(x)", function, (x,), kernel(entry.id))
+        elif entry.signature == "loss":
+            public(f"{name}(x, i)", function, (x, class_index), loss_kernel(False))
+            public(f"{name}(x, i, return_grad=True)", partial(function, return_grad=True), (x, class_index),
+                   loss_kernel(True))
+        elif entry.signature == "quantize":
+            public(f"{name}(x)", function, (x,), kernel(entry.id))
+            public(f"{name}(x, out=q, absmax_out=a)", partial(function, out=q_out, absmax_out=absmax_out), (x,),
+                   kernel(entry.id), True)
+        elif entry.signature == "dequantize":
+            public(f"{name}(q, state)", function, (q, state), kernel(entry.id))
+            public(f"{name}(q, state, out=y)", partial(function, out=y), (q, state), kernel(entry.id), True)
+    softmax_id = _auto.kernel_id("softmax", backend, n)
+    public("softmaxlib.softmax(x_f64)", softmaxlib.softmax, (x.astype(np.float64),), kernel(softmax_id, np.float64),
+           section="general")
+    public("softmaxlib.softmax(x_col, axis=0)", partial(softmaxlib.softmax, axis=0), (x.reshape(n, 1),),
+           kernel(softmax_id), section="general")
+    public(f"softmaxlib.softmax(x, backend='{backend}')", partial(softmaxlib.softmax, backend=backend), (x,),
+           kernel(softmax_id), section="general")
+
+    references = [_Call("reference", "len(x)", len, (x,)),  # the timing loop's own cost
+                  _Call("reference", "np.exp(x)", np.exp, (x,)),
+                  _Call("reference", "np.exp(x, out=y)", partial(np.exp, out=y), (x,), True)]
+    missing = missing_peers()
+    if "scipy_softmax" not in missing:
+        import scipy.special
+        references.append(_Call("reference", "scipy.special.softmax(x)", scipy.special.softmax, (x,)))
+    if "torch_softmax" not in missing:
+        import torch
+        torch.set_num_threads(1)
+        references.append(_Call("reference", "torch.softmax(t, -1)", torch.softmax, (torch.from_numpy(x), -1)))
+    return references + calls + list(kernels.values())
+
+
+def latency_notes():
+    """Lines on what the latency table leaves out here (peers not installed)."""
+    return [f"{module} not installed: no {name.replace('_', '.', 1)} row" for name, module in missing_peers().items()]
+
+
+def latency(sizes=LATENCY_SIZES, *, repeats=15, backend=None, on_row=None):
+    """The latency table: every public call on one row of n float32 (1-D), allocating and with
+    out=, against np.exp, SciPy and PyTorch (one thread), with the bare kernel behind each call
+    and the difference; returns [LatencyRow], by n then in table order.
+
+    backend: the backend of the bare kernels, default the default backend (the public calls
+    run on it without backend=, as users call them). Quantization uses the default blocksize,
+    4096: one block, a partial one below n = 4096. Every call is timed by time_callable, with
+    many calls per sample; on_row(row) is called as each row is done.
+    """
+    backend = _dispatch.resolve(backend)
+    rows = []
+
+    def add(row):
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
     for n in sizes:
-        count = buffer_count(5 * n)
-        for distribution in inputs:
-            xs = [draw(distribution, n, seed=index) for index in range(count)]
-            cache = "hot" if count == 1 else "cold"
-            for blocksize in blocksizes:
-                blocks = -(-n // blocksize)
-                sets = [(x, np.empty(n, np.uint8), np.empty(blocks, np.float32), np.empty(n, np.float32)) for x in xs]
-                for x, q, absmax, _ in sets:
-                    q[...], absmax[...] = numpy_quantize(x, tables.midpoints[:-1], blocksize)
-                reference = {
-                    "quantize": time_callable(lambda x, q, a, y: numpy_quantize(x, tables.midpoints[:-1], blocksize),
-                                              sets, repeats=repeats).median_ns,
-                    "dequantize": time_callable(lambda x, q, a, y: numpy_dequantize(q, code, a, blocksize), sets,
-                                                repeats=repeats).median_ns,
-                }
-                roofline = {"quantize": bw.t_read(4 * n) + bw.t_read_write(n),
-                            "dequantize": bw.t_read(n) + bw.t_read_write(4 * n)}
-                for backend in ["numpy", *backends]:
-                    for operation in ("quantize", "dequantize"):
-                        if backend == "numpy":
-                            ns = reference[operation]
-                        else:
-                            kernel = _registry.quant_kernel(f"{operation}_blockwise", backend)
-                            call = (lambda x, q, a, y: kernel(x, blocksize, tables, q, a)) if operation == "quantize" \
-                                else (lambda x, q, a, y: kernel(q, a, blocksize, code, y))
-                            ns = time_callable(call, sets, repeats=repeats).median_ns
-                        result = QuantResult(operation, backend, n, blocksize, cache, ns / n, n / ns,
-                                             reference[operation] / ns,
-                                             roofline[operation] / ns if cache == "cold" else None, distribution)
-                        results.append(result)
-                        if on_result is not None:
-                            on_result(result)
-                del sets
-    return results
-
-
-QUANT_HEADER = f"{'operation':<22} {'backend':<7} {'n':>6} {'block':>5} {'cache':<5} {'ns/elem':>9} {'G el/s':>7} " \
-               f"{'x NumPy':>7} {'roofline':>8}"
-
-
-def format_quant_row(result):
-    roofline = "-" if result.roofline_fraction is None else f"{result.roofline_fraction:.2f}"
-    return (f"{result.operation:<22} {result.backend:<7} {_format_size(result.n):>6} {result.blocksize:>5} "
-            f"{result.cache:<5} {result.ns_per_element:>9.3f} {result.g_elements_per_s:>7.2f} "
-            f"{result.speedup_vs_numpy:>7.2f} {roofline:>8}")
-
-
-# --- command line -------------------------------------------------------------------------------
-
-def parse_size(text):
-    """'1000', '1e5', '2^24' or '2**24' -> int; ValueError for anything else or out of range."""
-    spelled = text.strip().lower().replace("**", "^")
-    value = None
-    try:
-        if re.fullmatch(r"\d+\^\d+", spelled):
-            base, exponent = spelled.split("^")
-            if int(exponent) <= 64:
-                value = int(base) ** int(exponent)
-        elif re.fullmatch(r"\d+", spelled):
-            value = int(spelled)
-        elif re.fullmatch(r"\d+(\.\d*)?e\+?\d+", spelled):
-            number = float(spelled)
-            if number.is_integer():
-                value = int(number)
-    except (ValueError, OverflowError):
-        value = None
-    if value is None:
-        raise ValueError(f"bad size {text!r}: use an integer such as 1000, 1e5 or 2^24")
-    if not 1 <= value <= MAX_SIZE:
-        raise ValueError(f"size {text!r} is out of range: 1 <= n <= 2^30")
-    return value
-
-
-def _size_list(text):
-    try:
-        sizes = [parse_size(part) for part in text.split(",") if part.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    if not sizes:
-        raise argparse.ArgumentTypeError("no sizes given (leave the option out for the default)")
-    return sizes
-
-
-def _name_list(text):
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("no names given (leave the option out for the default)")
-    return names
-
-
-def _input_list(text):
-    """--inputs: names of INPUTS, or 'all'."""
-    names = _name_list(text)
-    if names == ["all"]:
-        return list(INPUTS)
-    try:
-        return input_names(names)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _format_size(n):
-    if n >= 1024 and n & (n - 1) == 0:
-        return f"2^{n.bit_length() - 1}"
-    exponent = int(math.log10(n)) if n > 0 else 0
-    if n >= 1000 and n == 10 ** exponent:
-        return f"1e{exponent}"
-    return str(n)
-
-
+        if n < 1:
+            raise ValueError(f"sizes must be positive, not {n}")
+        calls = _latency_calls(n, backend)
+        entries = {call.call: call for call in calls}
+        timings, kernel_ns = {}, {}
+        for call in calls:
+            if call.kernel is not None:
+                # its kernel just before it, for the difference: the machine's speed drifts
+                kernel = entries[call.kernel]
+                kernel_ns[call.call] = time_callable(kernel.func, [kernel.args], repeats=repeats).median_ns
+            timings[call.call] = time_callable(call.func, [call.args], repeats=repeats)
+        ns = {name: timing.median_ns for name, timing in timings.items()}
+        torch_ns = ns.get("torch.softmax(t, -1)")
+        for call in calls:
+            timing = timings[call.call]
+            reference = ns["np.exp(x, out=y)" if call.writes_into else "np.exp(x)"]
+            ratios = (None, None) if call.call == "len(x)" else \
+                (timing.median_ns / reference, None if torch_ns is None else timing.median_ns / torch_ns)
+            add(LatencyRow(call.section, call.call, n, timing.median_ns, *ratios, kernel=call.kernel_id,
+                           samples=timing.samples, calls_per_sample=timing.calls_per_sample))
+        for call in calls:
+            if call.kernel is not None:
+                add(LatencyRow("overhead", call.call, n, ns[call.call] - kernel_ns[call.call], kernel=call.kernel_id))
+    return rows

@@ -42,15 +42,93 @@ def _exp_sums(x):
 
 
 def softmax_collapse_fraction(logits, axis=-1, dtype=np.float32):
-    """The fraction of rows whose sum of exp(x - max), computed in `dtype`, is exactly 1:
-    the paper's measure of Softmax Collapse. A row with a NaN or an inf is not counted as collapsed."""
+    """The fraction of rows whose sum of exp(x - max), computed in `dtype`, is exactly 1.
+
+    The paper's measure of Softmax Collapse.
+
+    Parameters
+    ----------
+    logits : array_like
+        Real numbers (floating, integers or bool), classes along `axis`, at least one class
+        and one row.
+    axis : int, optional
+        The axis of the classes (default: the last).
+    dtype : {numpy.float32, numpy.float16, numpy.float64}, optional
+        The dtype under study (default: float32); logits are converted to it.
+
+    Returns
+    -------
+    float
+        The fraction of collapsed rows, in [0, 1]. A row with a NaN or an inf is not counted
+        as collapsed.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float16, float32 or float64, logits that are not real numbers
+        (complex, object, string), or a non-integer axis.
+    numpy.exceptions.AxisError
+        For an axis out of range.
+    ValueError
+        For 0-d logits, or logits with no class or no row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import diagnostics
+    >>> logits = np.array([[0, 0, 0], [20, 0, 0]], np.float32)  # a gap of 20 > 24 ln 2 + ln 2
+    >>> diagnostics.softmax_collapse_fraction(logits)
+    0.5
+    >>> diagnostics.softmax_collapse_fraction(logits, dtype=np.float64)  # 20 < 53 ln 2
+    0.0
+    """
     _, sums = _exp_sums(_rows(logits, axis, dtype))
     return float(np.mean(sums == 1))
 
 
 def zero_loss_fraction(logits, labels, axis=-1, dtype=np.float32):
-    """The fraction of rows whose softmax cross-entropy, log(sum exp(x - max)) - (x_label - max)
-    computed in `dtype`, is exactly 0. labels: integer class indices, of logits' shape without `axis`."""
+    """The fraction of rows whose softmax cross-entropy, computed in `dtype`, is exactly 0.
+
+    The cross-entropy of a row is log(sum exp(x - max)) - (x_label - max).
+
+    Parameters
+    ----------
+    logits : array_like
+        Real numbers (floating, integers or bool), classes along `axis`, at least one class
+        and one row.
+    labels : array_like of int
+        Integer class indices, of logits' shape without `axis`.
+    axis : int, optional
+        The axis of the classes (default: the last).
+    dtype : {numpy.float32, numpy.float16, numpy.float64}, optional
+        The dtype under study (default: float32); logits are converted to it.
+
+    Returns
+    -------
+    float
+        The fraction of rows whose loss is exactly 0, in [0, 1].
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float16, float32 or float64, logits that are not real numbers
+        (complex, object, string), labels that are not integers, or a non-integer axis.
+    numpy.exceptions.AxisError
+        For an axis out of range.
+    ValueError
+        For 0-d logits, logits with no class or no row, labels of the wrong shape, or a label
+        out of [0, classes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import diagnostics
+    >>> logits = np.array([[0, 0, 0], [20, 0, 0]], np.float32)
+    >>> diagnostics.zero_loss_fraction(logits, [0, 0])
+    0.5
+    >>> diagnostics.zero_loss_fraction(logits, [0, 0], dtype=np.float64)
+    0.0
+    """
     x = _rows(logits, axis, dtype)
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
@@ -66,11 +144,48 @@ def zero_loss_fraction(logits, labels, axis=-1, dtype=np.float32):
 
 
 def stablemax_margin(logits, axis=-1, dtype=np.float32):
-    """How far each row is from StableMax collapse in `dtype`, in bits: log2 of the sum of s over
-    the row's other elements divided by half an ULP of s at its largest element. Above 0, the
-    others still count in a `dtype` sum; at or below 0, the sum rounds to the top term alone and
-    StableMax's top probability is exactly 1. Returns float64 margins of the logits' shape
-    without `axis` (-inf for a row of one element; NaN for a row with a NaN)."""
+    """How far each row is from StableMax collapse in `dtype`, in bits.
+
+    The margin is log2 of the sum of s over the row's other elements divided by half an ULP of
+    s at its largest element. Above 0, the others still count in a `dtype` sum; at or below 0,
+    the sum rounds to the top term alone and StableMax's top probability is exactly 1.
+
+    Parameters
+    ----------
+    logits : array_like
+        Real numbers (floating, integers or bool), classes along `axis`, at least one class
+        and one row.
+    axis : int, optional
+        The axis of the classes (default: the last).
+    dtype : {numpy.float32, numpy.float16, numpy.float64}, optional
+        The dtype under study (default: float32); logits are converted to it.
+
+    Returns
+    -------
+    ndarray
+        float64 margins of the logits' shape without `axis` (-inf for a row of one element;
+        NaN for a row with a NaN).
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float16, float32 or float64, logits that are not real numbers
+        (complex, object, string), or a non-integer axis.
+    numpy.exceptions.AxisError
+        For an axis out of range.
+    ValueError
+        For 0-d logits, or logits with no class or no row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import diagnostics
+    >>> logits = np.array([[0, 0], [4095, 0], [16777215, 0]], np.float32)  # s of the top: 1, 2**12, 2**24
+    >>> diagnostics.stablemax_margin(logits)
+    array([24., 12.,  0.])
+    >>> diagnostics.stablemax_margin(logits, dtype=np.float64)
+    array([53., 41., 29.])
+    """
     x = _rows(logits, axis, dtype)
     s = stable_s(x).astype(np.float64)
     top = s.max(-1)

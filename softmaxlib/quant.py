@@ -80,6 +80,55 @@ class QuantState:
     and code of another floating dtype are converted to float32 if that is exact (else
     ValueError), absmax must have one value per block, each >= 0 (inf included) or NaN; code must be 256
     finite sorted values; dtype float16, float32 or float64, of any byte order (stored native).
+    A frozen dataclass; quantize_blockwise() returns one.
+
+    Parameters
+    ----------
+    absmax : array_like
+        max |x| per block: float32 (or another floating dtype holding float32 values exactly),
+        of shape (ceil(size / blocksize),), each >= 0 (inf included) or NaN.
+    code : array_like
+        The codebook: 256 finite sorted values, float32 (or exactly float32).
+    blocksize : int
+        Elements per block, 16 to 2^24.
+    shape : tuple of int
+        The shape of the quantized array (non-negative integers).
+    dtype : dtype_like
+        float16, float32 or float64, of any byte order (stored native): the dtype that
+        dequantize_blockwise() returns.
+
+    Attributes
+    ----------
+    absmax, code, blocksize, shape, dtype
+        The normalized fields: C-contiguous float32 arrays, an int, a tuple of ints, a native
+        NumPy dtype.
+    size : int
+        The number of elements, the product of `shape`.
+
+    Raises
+    ------
+    TypeError
+        For an absmax or code that is not a floating array, or a shape that is not a tuple of
+        integers.
+    ValueError
+        For a dtype other than float16, float32 or float64; a negative dimension; a
+        blocksize that is not an integer from 16 to 2^24; a code that is not 256 finite sorted
+        values; an absmax of the wrong shape, with a negative value, or of values that are
+        not float32 ones.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import quant
+    >>> state = quant.QuantState(absmax=np.array([2.0]), code=quant.create_linear_map(), blocksize=16,
+    ...                          shape=(4, 4), dtype="float32")
+    >>> state.absmax, state.dtype, state.size
+    (array([2.], dtype=float32), dtype('float32'), 16)
+    >>> quant.QuantState(absmax=np.array([2.0, 1.0]), code=quant.create_linear_map(), blocksize=16,
+    ...                  shape=(4, 4), dtype="float32")
+    Traceback (most recent call last):
+        ...
+    ValueError: absmax has shape (2,), but 16 elements in blocks of 16 need (1,)
     """
 
     absmax: np.ndarray
@@ -128,13 +177,62 @@ class QuantState:
         return math.prod(self.shape)
 
     def as_dict(self):
-        """Plain NumPy arrays (for np.savez); from_dict() takes them back."""
+        """Plain NumPy arrays (for np.savez); from_dict() takes them back.
+
+        Returns
+        -------
+        dict
+            "absmax" and "code" (float32 arrays), "blocksize" (int64), "shape" (an int64
+            array) and "dtype" (the dtype's string, e.g. "<f4").
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from softmaxlib import quant
+        >>> q, state = quant.quantize_blockwise(np.ones(16, np.float32), blocksize=16)
+        >>> arrays = state.as_dict()
+        >>> sorted(arrays)
+        ['absmax', 'blocksize', 'code', 'dtype', 'shape']
+        >>> arrays["shape"]
+        array([16])
+        """
         return {"absmax": self.absmax, "code": self.code, "blocksize": np.int64(self.blocksize),
                 "shape": np.array(self.shape, dtype=np.int64), "dtype": np.str_(np.dtype(self.dtype).str)}
 
     @classmethod
     def from_dict(cls, state):
-        """The QuantState of as_dict()'s arrays (or np.load of them), checked as any QuantState."""
+        """The QuantState of as_dict()'s arrays (or np.load of them), checked as any QuantState.
+
+        Parameters
+        ----------
+        state : mapping
+            The arrays of as_dict(): "absmax", "code", "blocksize", "shape" and "dtype" (other
+            keys are ignored), e.g. an np.load of an np.savez of them.
+
+        Returns
+        -------
+        QuantState
+
+        Raises
+        ------
+        ValueError
+            For a missing key; TypeError and ValueError as QuantState() for invalid fields.
+
+        Examples
+        --------
+        >>> import io
+        >>> import numpy as np
+        >>> from softmaxlib import quant
+        >>> q, state = quant.quantize_blockwise(np.ones((4, 4), np.float32), blocksize=16)
+        >>> file = io.BytesIO()
+        >>> np.savez(file, **state.as_dict())
+        >>> _ = file.seek(0)
+        >>> loaded = quant.QuantState.from_dict(np.load(file))
+        >>> loaded.shape, loaded.blocksize, loaded.dtype
+        ((4, 4), 16, dtype('float32'))
+        >>> quant.dequantize_blockwise(q, loaded)[0]
+        array([1., 1., 1., 1.], dtype=float32)
+        """
         missing = {"absmax", "code", "blocksize", "shape", "dtype"} - set(state)
         if missing:
             raise ValueError(f"a QuantState needs {', '.join(sorted(missing))}")
@@ -166,6 +264,12 @@ def _writable_out(out, name, shape, dtype):
     return out
 
 
+# The default codebook and its search tables, built once (a few ms) for both paths; every state
+# gets its own copy of the codebook.
+_DEFAULT_CODE = create_dynamic_map()
+_DEFAULT_TABLES = _codebooks.search_tables(_DEFAULT_CODE)
+
+
 def _fast_quantizer():
     """f(x, blocksize, nonfinite): quantize_blockwise's result for the common case, else None.
 
@@ -179,16 +283,16 @@ def _fast_quantizer():
         return lambda x, blocksize, nonfinite: None
     ffi = _dispatch.ffi
     kernel = getattr(_dispatch.lib, _catalog.KERNELS["quantize_blockwise"].c_symbol(backend))
-    default_code = create_dynamic_map()
-    tables = _codebooks.search_tables(default_code)  # cached: it stays alive, and so do its buffers
-    table_arguments = (ffi.from_buffer(_bindings.INT32S, tables.table), ffi.from_buffer(_bindings.FLOATS, tables.midpoints),
-                       int(tables.single_compare), tables.zero_code)
+    tables = _DEFAULT_TABLES  # it stays alive, and so do its buffers
+    table_arguments = (ffi.from_buffer(_bindings.INT32S, tables.table),
+                       ffi.from_buffer(_bindings.FLOATS, tables.midpoints), int(tables.single_compare),
+                       tables.zero_code)
     floats, uint8s, from_buffer, ndarray, empty, float32 = \
         _bindings.FLOATS, _bindings.BYTES, ffi.from_buffer, np.ndarray, np.empty, np.dtype(np.float32)
 
     def fast(x, blocksize, nonfinite):
         if type(x) is not ndarray or x.dtype is not float32 or type(blocksize) is not int or \
-                not MIN_BLOCKSIZE <= blocksize <= MAX_BLOCKSIZE:
+                not MIN_BLOCKSIZE <= blocksize <= MAX_BLOCKSIZE or nonfinite not in NONFINITE:
             return None
         flags = x.flags
         size = x.size
@@ -200,7 +304,7 @@ def _fast_quantizer():
                from_buffer(floats, absmax))
         if nonfinite != "propagate" and not math.isfinite(absmax.sum()):
             return None  # a NaN or inf (or a sum of absmax beyond FLT_MAX): the general path says which
-        return q, QuantState._of_valid_fields(absmax=absmax, code=default_code.copy(), blocksize=blocksize,
+        return q, QuantState._of_valid_fields(absmax=absmax, code=_DEFAULT_CODE.copy(), blocksize=blocksize,
                                               shape=x.shape, dtype=float32)
 
     return fast
@@ -215,11 +319,65 @@ def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=Non
                        backend=None):
     """(q, state): uint8 codes of x's shape and the QuantState to dequantize them.
 
-    x: float16, float32 or float64 of any byte order (computed from its float32 values; the
-    state's dtype is the native one); code: a sorted codebook
-    of 256 values (default: create_dynamic_map()); blocksize: 16 to 2^24 elements;
-    out / absmax_out: preallocated uint8 array of x's shape / float32 array of ceil(n / blocksize);
-    nonfinite: "raise" (ValueError at the first NaN or inf) or "propagate"; backend: as softmax.
+    x is flattened in C order and cut into blocks of `blocksize` elements (the last may be
+    partial); each element becomes the index of the code nearest to x * (1/absmax) of its
+    block, ties to the lower index (the module's docstring gives the details).
+
+    Parameters
+    ----------
+    x : array_like
+        float16, float32 or float64 of any byte order (computed from its float32 values; the
+        state's dtype is the native one).
+    code : array_like, optional
+        A sorted codebook of 256 finite values (default: create_dynamic_map()).
+    blocksize : int, optional
+        16 to 2^24 elements (default: 4096).
+    out : ndarray, optional
+        A preallocated, writable uint8 array of x's shape for the codes.
+    absmax_out : ndarray, optional
+        A preallocated, writable float32 array of ceil(n / blocksize) values for absmax.
+    nonfinite : {"raise", "propagate"}, optional
+        "raise" (the default): ValueError at the first NaN or inf; "propagate": a block with a
+        NaN or inf gets an absmax of NaN or inf and dequantizes to NaN.
+    backend : {"avx512", "avx2", "numba"}, optional
+        As softmax.
+
+    Returns
+    -------
+    q : ndarray
+        The uint8 codes, of x's shape; `out` if given.
+    state : QuantState
+        absmax (`absmax_out`, or its contiguous copy, if given), code, blocksize, x's shape
+        and native dtype.
+
+    Raises
+    ------
+    TypeError
+        For x of another dtype than float16, float32 or float64; a code that is not a floating
+        array; an `out` or `absmax_out` that is not a NumPy array.
+    ValueError
+        For a blocksize that is not an integer from 16 to 2^24; an unknown nonfinite; a code
+        that is not 256 finite sorted values; an `out` or `absmax_out` of the wrong shape or
+        dtype, or read-only; an unknown or unusable backend; a NaN or inf in x with
+        nonfinite="raise".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import quant
+    >>> x = np.array([[0, 1, -2, 4]] * 4, np.float32)
+    >>> q, state = quant.quantize_blockwise(x, blocksize=16)
+    >>> q
+    array([[127, 201,  35, 255],
+           [127, 201,  35, 255],
+           [127, 201,  35, 255],
+           [127, 201,  35, 255]], dtype=uint8)
+    >>> state.absmax
+    array([4.], dtype=float32)
+    >>> quant.quantize_blockwise(np.array([1, np.nan] * 8, np.float32), blocksize=16)
+    Traceback (most recent call last):
+        ...
+    ValueError: x[1] is nan: quantize_blockwise needs finite input (or nonfinite='propagate')
     """
     if backend is None and code is None and out is None and absmax_out is None:
         result = _fast_quantize(x, blocksize, nonfinite)
@@ -229,7 +387,8 @@ def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=Non
     blocksize = _check_blocksize(blocksize)
     if nonfinite not in NONFINITE:
         raise ValueError(f"nonfinite must be one of {', '.join(map(repr, NONFINITE))}, not {nonfinite!r}")
-    code = create_dynamic_map() if code is None else _codebooks.check_code(code)
+    default = code is None
+    code = _DEFAULT_CODE.copy() if default else _codebooks.check_code(code)
     x = np.asarray(x)
     dtype = _native_float_dtype(x.dtype)
     if dtype is None:
@@ -244,7 +403,7 @@ def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=Non
     q_flat = q.reshape(-1) if q.flags.c_contiguous else np.empty(flat.size, np.uint8)
     absmax_flat = absmax if absmax.flags.c_contiguous else np.empty(blocks, np.float32)
     if flat.size:
-        tables = _codebooks.search_tables(code)
+        tables = _DEFAULT_TABLES if default else _codebooks.search_tables(code)
         _bindings.bound("quantize_blockwise", backend)(flat, blocksize, tables, q_flat, absmax_flat)
         if nonfinite == "raise" and not np.isfinite(absmax_flat).all():
             first = int(np.flatnonzero(~np.isfinite(flat))[0])
@@ -262,8 +421,47 @@ def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=Non
 
 
 def dequantize_blockwise(q, state, *, out=None, backend=None):
-    """code[q] * absmax per block: float32, or state.dtype (rounded from float32) if it is not;
-    NaN over a block whose absmax is NaN or inf. The state was checked when it was built."""
+    """code[q] * absmax per block: float32, or state.dtype (rounded from float32) if it is not.
+
+    NaN over a block whose absmax is NaN or inf. The state was checked when it was built.
+
+    Parameters
+    ----------
+    q : array_like
+        uint8 codes, state.size of them (any shape; read in C order).
+    state : QuantState
+        The state quantize_blockwise() returned with q (or one built, or from_dict()).
+    out : ndarray, optional
+        A writable array of state.shape and state.dtype to write into.
+    backend : {"avx512", "avx2", "numba"}, optional
+        As softmax.
+
+    Returns
+    -------
+    ndarray
+        The dequantized values, of state.shape and state.dtype; `out` if given.
+
+    Raises
+    ------
+    TypeError
+        For a state that is not a QuantState, q that is not uint8, or an `out` that is not a
+        NumPy array.
+    ValueError
+        For q of another size than the state's; an `out` of the wrong shape or dtype, or
+        read-only; an unknown or unusable backend.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import quant
+    >>> x = np.array([[0, 1, -2, 4]] * 4, np.float32)
+    >>> q, state = quant.quantize_blockwise(x, blocksize=16)
+    >>> quant.dequantize_blockwise(q, state)
+    array([[ 0.        ,  0.99062496, -2.003125  ,  4.        ],
+           [ 0.        ,  0.99062496, -2.003125  ,  4.        ],
+           [ 0.        ,  0.99062496, -2.003125  ,  4.        ],
+           [ 0.        ,  0.99062496, -2.003125  ,  4.        ]], dtype=float32)
+    """
     if backend is None and out is None and type(q) is np.ndarray and q.dtype is _UINT8 and \
             type(state) is QuantState and state.dtype is _FLOAT32 and q.flags.c_contiguous and q.size == state.size:
         # the common case: straight to the default backend's kernel, bound once

@@ -17,14 +17,35 @@ import operator
 import numpy as np
 
 from . import _bindings, _dispatch
-from ._api import apply_rows, compute_dtype, fast_path, normalize_axis
+from ._api import apply_rows, axis_to_last, compute_dtype, fast_path, last_to_axis, normalize_axis
 
 REDUCTIONS = ("mean", "sum", "none")
 
 
 def s(x):
-    """StableMax's s(x) elementwise, in x's floating dtype (float64 for other input):
-    x + 1 for x >= 0, 1 / (1 - x) for x < 0. s(-x) = 1 / s(x), s(0) = 1, s(-inf) = 0."""
+    """StableMax's s(x) elementwise: x + 1 for x >= 0, 1 / (1 - x) for x < 0.
+
+    s(-x) = 1 / s(x), s(0) = 1, s(-inf) = 0.
+
+    Parameters
+    ----------
+    x : array_like
+        Real numbers.
+
+    Returns
+    -------
+    ndarray
+        s(x), of x's shape, in x's floating dtype (float64 for other input).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import stablemax
+    >>> stablemax.s(np.array([-np.inf, -1, 0, 1, 3], np.float32))
+    array([0. , 0.5, 1. , 2. , 4. ], dtype=float32)
+    >>> stablemax.s([-3, 0, 3])
+    array([0.25, 1.  , 4.  ])
+    """
     x = np.asarray(x)
     if x.dtype.kind != "f":
         x = x.astype(np.float64)
@@ -115,19 +136,63 @@ def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore
                             backend=None):
     """Cross-entropy of StableMax: -log(s(x_label) / sum s(x)) per row, accumulated in float64.
 
-    logits: floating array (float16/32/64; integers and bool become float64), classes along `axis`.
-    labels: integer class indices, of logits' shape without `axis`.
-    reduction: "mean" over the rows not ignored, "sum", or "none" (one loss per row).
-    ignore_index: a label value whose rows give loss 0 and gradient 0, and are not counted by
+    Parameters
+    ----------
+    logits : array_like
+        Floating array (float16/32/64; integers and bool become float64), classes along `axis`,
+        at least one dimension.
+    labels : array_like of int
+        Integer class indices, of logits' shape without `axis`.
+    axis : int, optional
+        The axis of the classes (default: the last).
+    reduction : {"mean", "sum", "none"}, optional
+        "mean" over the rows not ignored (the default), "sum", or "none" (one loss per row).
+    ignore_index : int, optional
+        A label value whose rows give loss 0 and gradient 0, and are not counted by
         "mean" (PyTorch's convention; "mean" of no counted rows is NaN).
-    return_grad: also return dL/dlogits = (p - onehot) / (1 + |x|), scaled as the reduction
+    return_grad : bool, optional
+        Also return dL/dlogits = (p - onehot) / (1 + |x|), scaled as the reduction
         scales the loss, in logits' dtype and shape. It is computed in closed form (one
         reduction and one elementwise sweep per row), so it is finite where a where()-based
         autograd of s gives NaN (x = 1 exactly).
-    backend: as stablemax(); float32 logits run that backend's kernel, float64 the Numba one.
+    backend : {"avx512", "avx2", "numba"}, optional
+        As stablemax(); float32 logits run that backend's kernel, float64 the Numba one.
 
-    Returns the loss (a float64 scalar, or float64 array for "none"), and the gradient with
-    return_grad. Rows with a NaN give NaN; +inf logits share the mass, as in stablemax().
+    Returns
+    -------
+    loss : numpy.float64 or ndarray
+        A float64 scalar, or a float64 array of labels' shape for "none". Rows with a NaN
+        give NaN; +inf logits share the mass, as in stablemax().
+    grad : ndarray
+        With return_grad only: dL/dlogits, in logits' dtype (float16 for float16, float64 for
+        integers and bool) and shape.
+
+    Raises
+    ------
+    TypeError
+        For complex, object or string logits, labels that are not integers, a non-integer
+        axis or ignore_index.
+    numpy.exceptions.AxisError
+        For an axis out of range.
+    ValueError
+        For an unknown reduction, an unknown or unusable backend, 0-d logits, labels of the
+        wrong shape, or a label (other than ignore_index) out of [0, classes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import stablemax
+    >>> logits = np.array([[1, 0, -1, -1], [0, 0, 0, 0]], np.float32)  # s: [2, 1, 0.5, 0.5], [1, 1, 1, 1]
+    >>> stablemax.stablemax_cross_entropy(logits, [0, 3], reduction="none")  # log 2, log 4
+    array([0.69314718, 1.38629436])
+    >>> loss, grad = stablemax.stablemax_cross_entropy(logits, [0, 3], return_grad=True)
+    >>> round(float(loss), 6)
+    1.039721
+    >>> grad
+    array([[-0.125  ,  0.125  ,  0.03125,  0.03125],
+           [ 0.125  ,  0.125  ,  0.125  , -0.375  ]], dtype=float32)
+    >>> stablemax.stablemax_cross_entropy(logits, [0, -100], ignore_index=-100, reduction="none")
+    array([0.69314718, 0.        ])
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, not {reduction!r}")
@@ -145,17 +210,25 @@ def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore
         raise ValueError(f"labels have shape {labels.shape}, but logits of shape {x.shape} along axis {axis} "
                          f"need {expected_shape}")
     classes = x.shape[axis]
-    ignore = None if ignore_index is None else operator.index(ignore_index)
-    counted = np.ones(labels.shape, bool) if ignore is None else labels != ignore
-    bad = counted & ((labels < 0) | (labels >= classes))
+    out_of_range = (labels < 0) | (labels >= classes)
+    if ignore_index is None:
+        counted, bad = None, out_of_range
+    else:
+        counted = labels != operator.index(ignore_index)
+        bad = counted & out_of_range
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"label {labels[where]} at index {where} is out of range for {classes} classes")
-    rows = np.ascontiguousarray(np.moveaxis(x, axis, -1), dtype=work_dtype).reshape(-1, classes)
-    # Ignored rows are passed to the kernels with the label -1, which no counted label can be (they
-    # lie in [0, classes)): so an ignore_index of any size works, even beyond int64.
-    flat_labels = np.where(counted, labels.astype(np.int64), -1).reshape(-1)
-    count = int(counted.sum())
+    last = axis == x.ndim - 1
+    rows = np.ascontiguousarray(x if last else axis_to_last(x, axis), dtype=work_dtype).reshape(-1, classes)
+    if counted is None:
+        flat_labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+        count = labels.size
+    else:
+        # Ignored rows are passed to the kernels with the label -1, which no counted label can be
+        # (they lie in [0, classes)): so an ignore_index of any size works, even beyond int64.
+        flat_labels = np.where(counted, labels.astype(np.int64), -1).reshape(-1)
+        count = int(counted.sum())
     scale = 1.0 / count if reduction == "mean" and count else (np.nan if reduction == "mean" else 1.0)
     losses = np.empty(rows.shape[0])
     grad = np.empty_like(rows) if return_grad else None
@@ -166,5 +239,5 @@ def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore
         loss = np.float64(losses.sum()) * (scale if reduction == "mean" else 1.0)
     if not return_grad:
         return loss
-    grad = np.moveaxis(grad.reshape(x.shape[:axis] + x.shape[axis + 1:] + (classes,)), -1, axis)
+    grad = grad.reshape(x.shape) if last else last_to_axis(grad.reshape(expected_shape + (classes,)), axis)
     return loss, grad.astype(result_dtype, copy=False)

@@ -17,6 +17,8 @@ import numpy as np
 
 from ._api import apply_rows, fast_path, reduce_rows
 
+LN2 = math.log(2)
+
 _FAST_SOFTMAX = fast_path("softmax_two_pass")
 _FAST_LOG_SOFTMAX = fast_path("log_softmax_two_pass")
 
@@ -99,11 +101,44 @@ def log_softmax(x, axis=-1, *, out=None, backend=None):
 def sum_exp_pair(x, axis=-1, *, backend=None):
     """(mantissa, exponent), float64 arrays with sum(exp(x), axis) = mantissa * 2**exponent.
 
-    The exponent is integral. A row of only -inf (or an empty axis) gives
-    (0, -inf); a row with +inf and no NaN gives (inf, 0); a NaN gives (nan, 0).
-    A finite float64 row with |max| > DBL_MAX ln 2 (about 1.246e308) has a sum beyond the
-    pairs' range (log2 of it exceeds every double): it saturates to (inf, 0) for a positive
-    max and (0, -inf) for a negative one, as the float64 sum of exp(x) would.
+    The first pass of the Two-Pass algorithm, from one pass over x (no max pass): the pair
+    holds sums far beyond float64's range.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 (SIMD kernels), float64 (computed in float64), float16 (computed in float32),
+        or integers and bool (become float64). Any layout and byte order.
+    axis : int, optional
+        The axis to sum along (default: the last).
+    backend : {"avx512", "avx2", "numba"}, optional
+        Default: the best this CPU runs, or SOFTMAXLIB_BACKEND.
+
+    Returns
+    -------
+    mantissa, exponent : ndarray
+        float64 arrays of x's shape without `axis`. The exponent is integral. A row of only
+        -inf (or an empty axis) gives (0, -inf); a row with +inf and no NaN gives (inf, 0); a
+        NaN gives (nan, 0). A finite float64 row with |max| > DBL_MAX ln 2 (about 1.246e308)
+        has a sum beyond the pairs' range (log2 of it exceeds every double): it saturates to
+        (inf, 0) for a positive max and (0, -inf) for a negative one, as the float64 sum of
+        exp(x) would.
+
+    Raises
+    ------
+    TypeError
+        For complex, object or string input, or a non-integer axis.
+    numpy.exceptions.AxisError
+        For an axis out of range.
+    ValueError
+        For an unknown or unusable backend.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import two_pass
+    >>> two_pass.sum_exp_pair(np.array([[0, 0, 0, 0], [-np.inf] * 4], np.float32))
+    (array([4., 0.]), array([  0., -inf]))
     """
     mantissa, exponent, _ = reduce_rows("sum_exp_pair", x, axis, backend)
     return mantissa, exponent
@@ -112,12 +147,39 @@ def sum_exp_pair(x, axis=-1, *, backend=None):
 def merge_pairs(pairs):
     """Combines the (mantissa, exponent) pairs of parts of rows into the pair of the whole.
 
-    pairs: an iterable of (mantissa, exponent) arrays (or scalars) of one shape.
     E = max over the parts with a nonzero mantissa, M = sum of M_k * 2**(E_k - E):
     the scaling by powers of two is exact, so only the float64 additions round.
-    Special parts give what sum_exp_pair gives for the whole row: a NaN part makes
-    (nan, 0); else a part with an infinite mantissa makes (inf, 0); parts that are all
-    (0, -inf) (empty, or only -inf) make (0, -inf).
+
+    Parameters
+    ----------
+    pairs : iterable of (array_like, array_like)
+        (mantissa, exponent) arrays (or scalars) of one shape, as sum_exp_pair() returns
+        for each part.
+
+    Returns
+    -------
+    mantissa, exponent : ndarray
+        float64 arrays of the parts' shape: the pair of the whole rows. Special parts give
+        what sum_exp_pair gives for the whole row: a NaN part makes (nan, 0); else a part
+        with an infinite mantissa makes (inf, 0); parts that are all (0, -inf) (empty, or
+        only -inf) make (0, -inf).
+
+    Raises
+    ------
+    ValueError
+        For no pairs, or pairs of different shapes (NumPy's error).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import two_pass
+    >>> x = np.zeros(8, np.float32)
+    >>> two_pass.merge_pairs([two_pass.sum_exp_pair(x[:3]), two_pass.sum_exp_pair(x[3:])])
+    (array(8.), array(0.))
+    >>> two_pass.merge_pairs([(1.0, 2.0), (0.75, 3.0)])  # 4 + 6 = 1.25 * 2**3
+    (array(1.25), array(3.))
+    >>> two_pass.merge_pairs([(0.0, -np.inf), (np.inf, 0.0)])
+    (array(inf), array(0.))
     """
     pairs = [(np.asarray(m, dtype=np.float64), np.asarray(e, dtype=np.float64)) for m, e in pairs]
     if not pairs:
@@ -141,18 +203,61 @@ def merge_pairs(pairs):
 def logsumexp(x, axis=-1, *, keepdims=False, backend=None):
     """log(sum(exp(x))) along `axis`, from one pass over x: log M + E ln 2.
 
-    float32 and float16 input give float32 and float16 results (computed in
-    float64 from the pair); integers and bool become float64. -inf for a row of
-    only -inf (or an empty axis), +inf with a +inf, NaN with a NaN. A finite float64
-    row whose pair saturates (|max| > DBL_MAX ln 2, see sum_exp_pair) is computed
-    again from x, as max + log(sum(exp(x - max))).
+    (M, E) is the pair of sum_exp_pair(). A finite float64 row whose pair saturates
+    (|max| > DBL_MAX ln 2, see sum_exp_pair) is computed again from x, as
+    max + log(sum(exp(x - max))).
+
+    Parameters
+    ----------
+    x : array_like
+        float32 (SIMD kernels), float64, float16 (summed in float32), or integers and bool
+        (become float64). Any layout and byte order.
+    axis : int, optional
+        The axis to reduce along (default: the last).
+    keepdims : bool, optional
+        Keep `axis` in the result, with length 1 (for input of at least one dimension).
+    backend : {"avx512", "avx2", "numba"}, optional
+        Default: the best this CPU runs, or SOFTMAXLIB_BACKEND.
+
+    Returns
+    -------
+    ndarray
+        Of x's shape without `axis` (with it, of length 1, if keepdims). float32 and float16
+        input give float32 and float16 results (computed in float64 from the pair); integers
+        and bool become float64. -inf for a row of only -inf (or an empty axis), +inf with a
+        +inf, NaN with a NaN.
+
+    Raises
+    ------
+    TypeError
+        For complex, object or string input, or a non-integer axis.
+    numpy.exceptions.AxisError
+        For an axis out of range.
+    ValueError
+        For an unknown or unusable backend.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import two_pass
+    >>> two_pass.logsumexp(np.array([[0, 0, 0, 0], [-np.inf] * 4], np.float32))
+    array([1.3862944,      -inf], dtype=float32)
+    >>> two_pass.logsumexp(np.zeros((2, 4), np.float32), axis=0, keepdims=True)
+    array([[0.6931472, 0.6931472, 0.6931472, 0.6931472]], dtype=float32)
     """
     mantissa, exponent, result_dtype = reduce_rows("sum_exp_pair", x, axis, backend)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        value = np.log(mantissa) + np.where(mantissa == 0, 0.0, exponent) * math.log(2)
-        if result_dtype == np.float64:
-            value = _with_saturated_rows(value, mantissa, x, axis)
-        result = value.astype(result_dtype)
+    # log M + E ln 2, and -inf where M = 0 (an empty row, or only -inf) without NumPy's divide
+    # warning: np.errstate would cost more than the rest of a short row's call
+    zero = mantissa == 0
+    value = np.log(mantissa, out=np.full(mantissa.shape, -np.inf), where=~zero)
+    value += np.where(zero, 0.0, exponent) * LN2
+    if result_dtype == np.float64:
+        value = _with_saturated_rows(value, mantissa, x, axis)
+    if result_dtype == np.float16:
+        with np.errstate(over="ignore"):  # beyond float16's range: inf is the rounded result
+            result = value.astype(result_dtype)[()]
+    else:
+        result = value.astype(result_dtype)[()]  # [()]: a NumPy scalar for a 0-d result, as NumPy's reductions
     if keepdims and np.ndim(x) > 0:
         result = np.expand_dims(result, axis)
     return result
@@ -166,6 +271,12 @@ def _with_saturated_rows(value, mantissa, x, axis):
     candidates = (mantissa == np.inf) | (mantissa == 0)
     if not candidates.any():
         return value
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _saturated_rows_from_x(value, candidates, x, axis)
+
+
+def _saturated_rows_from_x(value, candidates, x, axis):
+    """value, with the candidate rows whose max is finite computed as max + log(sum(exp(x - max)))."""
     x = np.asarray(x)
     rows = (x.reshape(1) if x.ndim == 0 else np.moveaxis(x, axis, -1))[candidates]
     if rows.shape[-1] == 0:

@@ -1,18 +1,15 @@
-"""The benchmark API (softmaxlib.bench): shapes and consistency of its results, never speed."""
+"""The benchmark API (softmaxlib.bench): its cases, shapes and consistency of its results, never speed."""
 import math
-import os
 import pathlib
-import subprocess
-import sys
-import tempfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 import softmaxlib
-from softmaxlib import _dispatch, _registry, bench
+from softmaxlib import _auto, _catalog, _dispatch, bench
 
-PACKAGE_PARENT = str(pathlib.Path(softmaxlib.__file__).resolve().parent.parent)
+ROOT = pathlib.Path(softmaxlib.__file__).resolve().parent.parent
 
 
 def positive_finite(value):
@@ -52,33 +49,76 @@ def test_time_callable_rotates_over_every_set():
     assert 0 < timing.min_ns <= timing.median_ns
 
 
-def test_traffic_split_matches_registry():
-    for name, spec in _registry.OPERATIONS.items():
-        read_only, read_write = bench.traffic_split(name)
-        assert read_only >= 0 and read_write >= 1
-        assert read_only + read_write == spec.traffic_per_element
+def test_time_callable_takes_many_calls_per_sample_of_short_calls():
+    timing = bench.time_callable(len, [((),)], repeats=3)
+    assert timing.calls_per_sample == bench.MAX_CALLS_PER_SAMPLE  # len(()) takes far less than 100 ns
+    assert 0 < timing.median_ns < 10_000
+
+
+def test_traffic_split_matches_catalog():
+    for kernel in _catalog.KERNELS.values():
+        read_only, read_write = bench.traffic_split(kernel.id)
+        assert read_only >= 0 and read_write >= 0
+        assert read_only + read_write == kernel.traffic
+
+
+def test_cases_come_from_the_catalog():
+    cases = bench.all_cases()
+    kernels = [k for k in _catalog.KERNELS.values() if k.signature in bench.CATALOG_SIGNATURES]
+    assert kernels and [c.name for c in bench.catalog_cases()] == [k.id for k in kernels]
+    for kernel in kernels:
+        case = cases[kernel.id]
+        assert case.family == kernel.family and case.backends is None
+        assert case.kernel_of("avx2", 1000) == kernel.id  # its traffic is the catalog's
+        assert case.buffers == ("quant" if kernel.signature in ("quantize", "dequantize") else "rows")
+        assert case.baseline is None or case.baseline in cases
+    for function in ("softmax", "log_softmax"):
+        for backend in _dispatch.USABLE_BACKENDS:
+            for n in (1000, 1 << 26):
+                expected = _auto.kernel_id(function, backend, n)
+                assert cases[f"auto_{function}"].kernel_of(backend, n) == expected
+                assert cases[f"auto_{function}_allocating"].kernel_of(backend, n) == expected
+    peers = {name for name, case in cases.items() if case.backends}
+    assert {"numpy_softmax", "numpy_stablemax_cross_entropy", "numpy_quantize_blockwise"} <= peers
+    assert ({"scipy_softmax", "torch_softmax"} & peers) == set(bench.PEER_MODULES) - set(bench.missing_peers())
+
+
+def test_nothing_imports_the_old_registry():
+    for path in ("softmaxlib/bench.py", "softmaxlib/_bench_cli.py", "bench/test_bench_kernels.py"):
+        assert "_registry" not in (ROOT / path).read_text(), path
 
 
 def check_result(result, baselines):
+    """A Result's figures agree with each other and with its baseline (same n, input, buffers)."""
+    case = bench.all_cases()[result.kernel]
     elements = result.rows * result.n
-    assert result.rows == bench.batch_rows(result.n)
+    if case.buffers == "rows":
+        assert result.rows == bench.batch_rows(result.n) and result.blocksize is None
+    else:
+        assert result.rows == 1 and result.blocksize >= 16
     assert positive_finite(result.median_ns) and 0 < result.min_ns <= result.median_ns
     assert result.ns_per_element == pytest.approx(result.median_ns / elements)
-    assert result.gb_per_s == pytest.approx(8 * elements / result.median_ns)
-    assert result.bytes_in_out == 8 * elements
+    assert result.g_elements_per_s == pytest.approx(elements / result.median_ns)
+    assert result.gb_per_s == pytest.approx(case.bytes_in_out * elements / result.median_ns)
     assert result.samples >= 1 and result.calls_per_sample >= 1
-    assert result.sum_error < 1e-4
-    if result.is_baseline:
-        assert result.speedup_vs_numpy == 1.0 and result.roofline_ns is None
-        assert result.bytes_moved == bench.NUMPY_TRAFFIC_PER_ELEMENT[result.operation] * 4 * elements
+    if case.kernel_of is None:
+        assert result.roofline_ns is None and result.roofline_fraction is None
     else:
-        spec = _registry.OPERATIONS[result.operation]
-        assert (result.family, result.variant) == (spec.family, spec.variant or spec.family)
-        assert result.bytes_moved == spec.traffic_per_element * 4 * elements
         assert positive_finite(result.roofline_ns)
-        assert result.roofline_fraction == pytest.approx(result.roofline_ns / result.median_ns)
-        baseline = baselines[result.n, spec.function, result.input]
+        if result.cache == "cold":
+            assert result.roofline_fraction == pytest.approx(result.roofline_ns / result.median_ns)
+        else:
+            assert result.roofline_fraction is None  # meaningful out of cache only
+    baseline = baselines.get((case.baseline, result.n, result.input, result.blocksize))
+    if baseline is None:
+        assert result.speedup_vs_numpy is None
+    else:
         assert result.speedup_vs_numpy == pytest.approx(baseline.median_ns / result.median_ns)
+    assert set(result.as_dict()) >= {"kernel", "backend", "n", "input", "ns_per_element", "gb_per_s"}
+
+
+def baselines_of(results):
+    return {(r.kernel, r.n, r.input, r.blocksize): r for r in results if r.family == "numpy"}
 
 
 @pytest.fixture(scope="module")
@@ -88,46 +128,70 @@ def small_probe():
 
 def test_run_tiny_sizes(small_probe):
     sizes = [7, 1000]
-    results = bench.run(sizes, repeats=2, bw=small_probe, max_seconds=0.05)
-    kernels = [r for r in results if not r.is_baseline]
-    baselines = {(r.n, r.operation, r.input): r for r in results if r.is_baseline}
-    expected = {(op, backend, n) for op in _registry.OPERATIONS for backend in softmaxlib.backends()
-                for n in sizes}
-    assert sorted((r.operation, r.backend, r.n) for r in kernels) == sorted(expected)
-    names = {spec.function for spec in _registry.OPERATIONS.values()}
-    assert set(baselines) == {(n, name, "normal") for n in sizes for name in names}  # N(0, 1) by default
-    assert len(results) == len(expected) + len(baselines)
+    names = [c.name for c in bench.catalog_cases() if c.buffers == "rows"] + ["auto_softmax", "numpy_softmax",
+                                                                             "numpy_stablemax"]
+    results = bench.run(names, sizes, repeats=2, bw=small_probe, max_seconds=0.05)
+    expected = {(name, backend, n) for name in names if not name.startswith("numpy")
+                for backend in softmaxlib.backends() for n in sizes}
+    expected |= {(name, "numpy", n) for name in ("numpy_softmax", "numpy_stablemax") for n in sizes}
+    assert sorted((r.kernel, r.backend, r.n) for r in results) == sorted(expected)
+    for n in sizes:  # per size the baselines come first, so every x NumPy is known as it is printed
+        of_size = [r.family for r in results if r.n == n]
+        assert of_size[:2] == ["numpy", "numpy"] and "numpy" not in of_size[2:]
+    baselines = baselines_of(results)
     for result in results:
-        assert result.cache == "hot" and result.buffers == 1
+        assert result.cache == "hot" and result.buffers == 1 and result.input == "normal"  # N(0, 1) by default
         check_result(result, baselines)
-        assert set(result.as_dict()) >= {"operation", "backend", "n", "ns_per_element", "gb_per_s"}
+    assert all(r.speedup_vs_numpy for r in results if r.kernel in ("softmax_reload", "stablemax", "auto_softmax"))
+
+
+def test_measured_cases_write_their_outputs():
+    """A case's timed calls compute the right thing: rows that sum to 1 in every buffer set."""
+    buffers = bench.make_buffers("rows", 1000)
+    backend = softmaxlib.backends()[0]
+    for name in ("softmax_reload", "log_softmax_two_pass", "stablemax", "auto_softmax"):
+        for _, y in buffers.sets:
+            y.fill(np.nan)
+        result = bench.measure(bench.all_cases()[name], backend, buffers, repeats=1)
+        assert result.kernel == name and result.roofline_ns is None  # no bandwidth given
+        for _, y in buffers.sets:
+            assert bench.sum_error(y, "log_" in name) < 1e-4
 
 
 def test_run_out_of_cache_rotates_buffers(monkeypatch, small_probe):
     llc = 1 << 18  # pretend the last-level cache is 256 KiB, so n = 1e5 is out of cache
     monkeypatch.setattr(bench, "llc_bytes", lambda: llc)
     backend = softmaxlib.backends()[0]
-    results = bench.run([100_000], [backend], ["softmax_reload"], repeats=2, bw=small_probe,
+    results = bench.run(["softmax_reload", "numpy_softmax"], [100_000], [backend], repeats=2, bw=small_probe,
                         max_seconds=0.05)
-    assert [(r.operation, r.backend) for r in results] == [("softmax", "numpy"), ("softmax_reload", backend)]
-    baselines = {(r.n, r.operation, r.input): r for r in results if r.is_baseline}
+    assert [(r.kernel, r.backend) for r in results] == [("numpy_softmax", "numpy"), ("softmax_reload", backend)]
+    baselines = baselines_of(results)
     for result in results:
         assert result.cache == "cold" and result.buffers >= 2
-        assert result.buffers * result.bytes_in_out >= 2 * llc
+        assert result.buffers * 8 * result.rows * result.n >= 2 * llc
         check_result(result, baselines)
+    assert results[1].roofline_fraction is not None
+
+
+def test_run_without_rotation_or_batching(monkeypatch, small_probe):
+    """The crossover suite's buffers: one row, the same set on every call, even out of cache."""
+    monkeypatch.setattr(bench, "llc_bytes", lambda: 1 << 18)
+    [result] = bench.run(["softmax_two_pass"], [100_000], [softmaxlib.backends()[0]], repeats=1, bw=small_probe,
+                         batch=False, rotate=False, max_seconds=0.05)
+    assert (result.rows, result.buffers, result.cache) == (1, 1, "cold")
 
 
 def test_run_rejects_unknown_names(small_probe):
-    with pytest.raises(ValueError, match="operation"):
-        bench.run([10], operations=["softmax_sideways"], bw=small_probe)
+    with pytest.raises(ValueError, match="unknown case 'softmax_sideways'"):
+        bench.run(["softmax_sideways"], [10], bw=small_probe)
     with pytest.raises(ValueError, match="backend"):
-        bench.run([10], backends=["sse9"], bw=small_probe)
+        bench.run(["softmax_reload"], [10], backends=["sse9"], bw=small_probe)
     with pytest.raises(ValueError, match="unknown input 'gauss'"):
-        bench.run([10], inputs=["normal", "gauss"], bw=small_probe)
+        bench.run(["softmax_reload"], [10], inputs=["normal", "gauss"], bw=small_probe)
     with pytest.raises(ValueError, match="no inputs"):
-        bench.run([10], inputs=[], bw=small_probe)
+        bench.run(["softmax_reload"], [10], inputs=[], bw=small_probe)
     with pytest.raises(ValueError, match="unknown input"):
-        bench.run_quant([256], [256], inputs="uniform", bw=small_probe)
+        bench.run(["quantize_blockwise"], [256], inputs="uniform", bw=small_probe)
 
 
 @pytest.mark.parametrize("name, half_width", [("normal", None), ("uniform80", 80), ("uniform1000", 1000)])
@@ -151,12 +215,10 @@ def test_draw_inputs(name, half_width):
 def test_run_on_every_input(small_probe):
     inputs = list(bench.INPUTS)
     backend = softmaxlib.backends()[0]
-    results = bench.run([1000], [backend], ["softmax_reload", "softmax_two_pass", "stablemax"], inputs=inputs,
-                        repeats=2, bw=small_probe, max_seconds=0.05)
-    baselines = {(r.n, r.operation, r.input): r for r in results if r.is_baseline}
-    assert sorted((r.operation, r.input) for r in results if not r.is_baseline) == sorted(
-        (op, name) for op in ("softmax_reload", "softmax_two_pass", "stablemax") for name in inputs)
-    assert set(baselines) == {(1000, function, name) for function in ("softmax", "stablemax") for name in inputs}
+    names = ["softmax_reload", "softmax_two_pass", "stablemax", "numpy_softmax", "numpy_stablemax"]
+    results = bench.run(names, [1000], [backend], inputs=inputs, repeats=2, bw=small_probe, max_seconds=0.05)
+    assert sorted((r.kernel, r.input) for r in results) == sorted((name, d) for name in names for d in inputs)
+    baselines = baselines_of(results)
     for result in results:
         check_result(result, baselines)  # speedup against the baseline on the same input
         assert result.as_dict()["input"] == result.input
@@ -164,20 +226,57 @@ def test_run_on_every_input(small_probe):
 
 def test_run_quant_on_an_input(small_probe):
     backend = softmaxlib.backends()[0]
-    results = bench.run_quant([1 << 12], [256], [backend], inputs=["uniform1000"], repeats=2, bw=small_probe)
-    assert sorted((r.operation, r.backend) for r in results) == sorted(
-        (op, b) for op in ("quantize", "dequantize") for b in ("numpy", backend))
-    assert {r.input for r in results} == {"uniform1000"}
-    assert all(positive_finite(r.ns_per_element) for r in results)
+    cases = [replace(bench.all_cases()[name], blocksize=256) for name in
+             ("numpy_quantize_blockwise", "numpy_dequantize_blockwise", "quantize_blockwise", "dequantize_blockwise")]
+    results = bench.run(cases, [1 << 12], [backend], inputs=["uniform1000"], repeats=2, bw=small_probe)
+    assert [(r.kernel, r.backend) for r in results] == [
+        ("numpy_quantize_blockwise", "numpy"), ("numpy_dequantize_blockwise", "numpy"),
+        ("quantize_blockwise", backend), ("dequantize_blockwise", backend)]
+    assert {(r.input, r.blocksize, r.rows) for r in results} == {("uniform1000", 256, 1)}
+    baselines = baselines_of(results)
+    for result in results:
+        check_result(result, baselines)
+    assert all(r.speedup_vs_numpy for r in results[2:])
 
 
-@pytest.mark.parametrize("text, value", [("1000", 1000), ("1e3", 1000), ("1E5", 100_000),
-                                         ("2^24", 1 << 24), ("2**10", 1024), (" 7 ", 7)])
-def test_parse_size(text, value):
-    assert bench.parse_size(text) == value
+def test_numpy_quantize_partial_block_matches_the_kernel():
+    """The NumPy reference pads a last partial block with zeros: the codes stay the kernel's."""
+    x = bench.draw("normal", 1000, seed=1)
+    buffers = bench.make_buffers("quant", 1000, blocksize=256)
+    _, expected_q, expected_absmax, _ = buffers.sets[0]
+    q, state = softmaxlib.quant.quantize_blockwise(buffers.sets[0][0], blocksize=256)
+    np.testing.assert_array_equal(q, expected_q)
+    np.testing.assert_array_equal(state.absmax, expected_absmax)
+    code = softmaxlib.quant.create_dynamic_map()
+    np.testing.assert_array_equal(bench.numpy_dequantize(q, code, state.absmax, 256),
+                                  softmaxlib.quant.dequantize_blockwise(q, state))
+    assert bench.numpy_quantize(x, np.sort(code)[:-1], 4096)[0].shape == (1000,)
 
 
-@pytest.mark.parametrize("text", ["", "abc", "0", "-5", "1.5", "1e-3", "2^", "2^100", "1e400", "nan"])
-def test_parse_size_rejects(text):
-    with pytest.raises(ValueError):
-        bench.parse_size(text)
+def test_latency_rows():
+    rows = bench.latency([1, 16], repeats=1)
+    calls = {(r.section, r.call) for r in rows}
+    assert {r.n for r in rows} == {1, 16}
+    for section, call in [("reference", "np.exp(x)"), ("reference", "np.exp(x, out=y)"), ("reference", "len(x)"),
+                          ("public", "softmaxlib.softmax(x)"), ("public", "softmaxlib.softmax(x, out=y)"),
+                          ("public", "softmaxlib.logsumexp(x)"), ("public", "three_pass.softmax[recompute](x, out=y)"),
+                          ("public", "two_pass.sum_exp_pair(x)"), ("public", "stablemax.stablemax_cross_entropy(x, i)"),
+                          ("public", "quant.quantize_blockwise(x)"), ("public", "quant.dequantize_blockwise(q, state)"),
+                          ("general", "softmaxlib.softmax(x_f64)"), ("general", "softmaxlib.softmax(x_col, axis=0)"),
+                          ("kernel", "softmax_reload_exact(x2, y2)")]:
+        assert (section, call) in calls, call
+    for n in (1, 16):
+        ns = {(r.section, r.call): r for r in rows if r.n == n}
+        exp = ns["reference", "np.exp(x)"].ns
+        for (section, call), row in ns.items():
+            assert math.isfinite(row.ns)
+            if section in ("public", "general", "kernel"):
+                assert row.ns > 0 and row.kernel in _catalog.KERNELS
+                writes_into = "out=" in call or section == "kernel"
+                reference = ns["reference", "np.exp(x, out=y)" if writes_into else "np.exp(x)"]
+                assert row.over_np_exp == pytest.approx(row.ns / reference.ns)
+            if section in ("public", "general"):
+                assert ("overhead", call) in ns  # public - kernel
+        assert ns["reference", "np.exp(x)"].over_np_exp == pytest.approx(1.0) and exp > 0
+        torch_row = ns.get(("reference", "torch.softmax(t, -1)"))
+        assert (torch_row is None) == ("torch_softmax" in bench.missing_peers())

@@ -1,6 +1,6 @@
 """`softmaxlib bench` as users run it, in a subprocess with tiny sizes: the table, --json, --plot,
-`compare`, --inputs, the help paths, and bad input (exit code 2, a message, nothing written).
-Never speed."""
+`compare`, --inputs, every --suite, the help paths, and bad input (exit code 2, a message, nothing
+written). Never speed."""
 import json
 import os
 import pathlib
@@ -31,10 +31,20 @@ def run_cli(*args):
     return run_softmaxlib("bench", *args)
 
 
+CASES = bench.all_cases()
+
+
 def table_rows(stdout):
-    """The table's rows, split: kernel, backend, n, input, rows, cache, ns/elem, ..."""
-    kernels = set(_bench_cli.all_kernels())
-    return [line.split() for line in stdout.splitlines() if line.split() and line.split()[0] in kernels]
+    """The table's rows, split: kernel, backend, n, input, rows, block, cache, ns/elem, ..."""
+    return [line.split() for line in stdout.splitlines() if line.split() and line.split()[0] in CASES]
+
+
+def expected_order(names, backends, inputs_of=lambda name: ["normal"]):
+    """(kernel, backend, input) of one size's rows: the NumPy baselines first, then as given."""
+    names = [name for name in names if name in CASES]
+    ordered = [n for n in names if CASES[n].is_baseline] + [n for n in names if not CASES[n].is_baseline]
+    return [(name, backend, distribution) for name in ordered for backend in CASES[name].backends or backends
+            for distribution in inputs_of(name)]
 
 
 def test_default_kernels_every_backend_and_json(tmp_path):
@@ -42,10 +52,11 @@ def test_default_kernels_every_backend_and_json(tmp_path):
     completed = run_cli(*TINY, "--json", str(path))
     assert completed.returncode == 0, completed.stderr
     rows = table_rows(completed.stdout)
-    expected = [name for name in _bench_cli.DEFAULT_KERNELS if name in _bench_cli.all_kernels()]
-    library = [name for name in expected if _bench_cli.all_kernels()[name].backends is None]
-    assert {(row[0], row[1]) for row in rows} >= {(k, b) for k in library for b in softmaxlib.backends()}
+    assert [(row[0], row[1], row[3]) for row in rows] == 2 * expected_order(_bench_cli.DEFAULT_KERNELS,
+                                                                            softmaxlib.backends())
     assert "numpy_softmax" in {row[0] for row in rows}
+    for name, module in bench.missing_peers().items():
+        assert f"{module} not installed: {name} skipped" in completed.stdout
     assert "subnormals" in completed.stdout and "bandwidth probe" in completed.stdout
     document = json.loads(path.read_text())
     machine = document["machine"]
@@ -54,6 +65,7 @@ def test_default_kernels_every_backend_and_json(tmp_path):
     assert machine["versions"]["softmaxlib"] == softmaxlib.__version__
     assert len(document["results"]) == len(rows)
     assert document["inputs"] == {"normal": "N(0, 1)"}  # the default: N(0, 1) only
+    assert document["suite"] is None
     assert {row[3] for row in rows} == {"normal"}
     for result in document["results"]:
         assert result["ns_per_element"] > 0 and result["gb_per_s"] > 0 and result["n"] in (256, 1024)
@@ -62,7 +74,7 @@ def test_default_kernels_every_backend_and_json(tmp_path):
 
 def test_inputs_in_table_json_and_compare(tmp_path, capsys):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    kernels, inputs = ["softmax_reload", "quantize"], ["normal", "uniform80", "uniform1000"]
+    kernels, inputs = ["softmax_reload", "quantize_blockwise"], ["normal", "uniform80", "uniform1000"]
     completed = run_cli("--sizes", "2^8", "--repeats", "1", "--kernels", ",".join(kernels),
                         "--backends", softmaxlib.backends()[0], "--inputs", ",".join(inputs), "--json", str(a))
     assert completed.returncode == 0, completed.stderr
@@ -83,12 +95,15 @@ def test_inputs_in_table_json_and_compare(tmp_path, capsys):
         return sorted((line[0], line[3]) for line in map(str.split, out.splitlines()) if line and line[0] in kernels)
 
     assert compared(a, a) == sorted((kernel, name) for kernel in kernels for name in inputs)
-    # a run from before --inputs has no "input" field: its cases were N(0, 1)
-    old = dict(document, results=[{key: value for key, value in r.items() if key != "input"}
-                                  for r in document["results"] if r["input"] == "normal"])
+    # a run from before --inputs has no "input" field: its cases were N(0, 1); from before the
+    # catalog ids, quantize_blockwise was "quantize", with the block size of the run
+    old_names = {"quantize_blockwise": "quantize"}
+    old = dict(document, quant_blocksize=4096, results=[
+        {key: old_names.get(value, value) if key == "kernel" else value for key, value in r.items()
+         if key not in ("input", "blocksize")} for r in document["results"] if r["input"] == "normal"])
     del old["inputs"]
     b.write_text(json.dumps(old))
-    assert compared(a, b) == [("quantize", "normal"), ("softmax_reload", "normal")]
+    assert compared(a, b) == [("quantize_blockwise", "normal"), ("softmax_reload", "normal")]
 
 
 def test_quick_runs_uniform80_next_to_normal():
@@ -97,13 +112,9 @@ def test_quick_runs_uniform80_next_to_normal():
     completed = run_cli("--quick", "--sizes", "2^8", "--repeats", "1")
     assert completed.returncode == 0, completed.stderr
     rows = table_rows(completed.stdout)
-    quick = [name for name in _bench_cli.QUICK_KERNELS if name in _bench_cli.all_kernels()]
-    assert list(dict.fromkeys(row[0] for row in rows)) == quick
-    normal_only = {"stablemax", "quantize", "dequantize"}
-    expected = []
-    for name in quick:
-        for backend in _bench_cli.all_kernels()[name].backends or softmaxlib.backends():
-            expected += [(name, backend, "normal")] + ([] if name in normal_only else [(name, backend, "uniform80")])
+    normal_only = {"stablemax", "quantize_blockwise", "dequantize_blockwise"}
+    expected = expected_order(_bench_cli.QUICK_KERNELS, softmaxlib.backends(),
+                              lambda name: ["normal"] + ([] if name in normal_only else ["uniform80"]))
     assert [(row[0], row[1], row[3]) for row in rows] == expected
     assert {"softmax_reload", "softmax_two_pass", "auto_softmax", "numpy_softmax"} <= {
         row[0] for row in rows if row[3] == "uniform80"}
@@ -113,14 +124,15 @@ def test_quick_runs_uniform80_next_to_normal():
 def test_plot_and_compare(tmp_path):
     pytest.importorskip("matplotlib")
     a, b, png = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "plot.png"
-    arguments = ["--sizes", "2^8", "--repeats", "2", "--kernels", "softmax_reload,quantize", "--backends", "numba"]
+    arguments = ["--sizes", "2^8", "--repeats", "2", "--kernels", "softmax_reload,quantize_blockwise", "--backends",
+                 "numba"]
     assert run_cli(*arguments, "--json", str(a), "--plot", str(png)).returncode == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run_cli(*arguments, "--json", str(b)).returncode == 0
     completed = run_cli("compare", str(a), str(b))
     assert completed.returncode == 0, completed.stderr
     lines = [line.split() for line in completed.stdout.splitlines() if line.startswith(("softmax_reload", "quantize"))]
-    assert sorted(line[0] for line in lines) == ["quantize", "softmax_reload"]
+    assert sorted(line[0] for line in lines) == ["quantize_blockwise", "softmax_reload"]
     assert all(float(line[-1]) > 0 for line in lines)
 
 
@@ -140,6 +152,8 @@ def test_quick_is_the_main_job():
     (["--repeats", "0"], "--repeats must be >= 1"),
     (["--json", "/nonexistent-folder/run.json"], "does not exist"),
     (["--plot", "/"], "is a folder"),
+    (["--suite", "fast"], "argument --suite: invalid choice: 'fast'"),
+    (["--suite", "latency", "--kernels", "softmax_reload"], "--suite latency takes --sizes, --repeats, --json"),
 ])
 def test_bad_arguments_exit_2_and_write_nothing(args, message, tmp_path):
     json_path = tmp_path / "never.json"
@@ -159,6 +173,12 @@ def test_bad_arguments_exit_2_and_write_nothing(args, message, tmp_path):
     (["--sizes", ""], "argument --sizes: no sizes given"),
     (["--inputs", "normal,uniform"], "argument --inputs: unknown input 'uniform'"),
     (["--inputs", "all,normal"], "unknown input 'all'"),
+    (["--suite", "crossover", "--quick"], "--quick is the short form of the default sweep"),
+    (["--suite", "latency", "--backends", "avx2"], "--suite latency takes --sizes, --repeats, --json only, "
+                                                   "not --backends"),
+    (["--suite", "latency", "--plot", "x.png"], "not --plot"),
+    (["--suite", "latency", "--repeats", "0"], "--repeats must be >= 1"),
+    (["--blocksizes", "8"], "block sizes run from 16 to 2^24"),
 ])
 def test_empty_or_unknown_lists_exit_2(args, message, tmp_path, capsys):
     """In process (the arguments are checked before anything is measured): faster than a subprocess."""
@@ -214,3 +234,91 @@ def test_every_help_path_prints_help_and_exits_0(argv, usage, capsys):
     if argv[:2] == ["bench", "--help"]:
         for name, label in bench.INPUTS.items():
             assert f"{name} = {label}" in " ".join(out.split())  # --inputs and its names
+
+
+@pytest.mark.parametrize("suite", [name for name in _bench_cli.SUITES if name != "latency"])
+def test_every_suite_runs(suite, tmp_path, capsys):
+    """In process, one tiny size, one repeat, one backend: the suite's cases, in order, and its JSON."""
+    path = tmp_path / f"{suite}.json"
+    preset = _bench_cli.SUITES[suite]
+    backend = softmaxlib.backends()[0]
+    assert _bench_cli.main(["--suite", suite, "--sizes", "2^8", "--repeats", "1", "--backends", backend,
+                            "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    expected = expected_order(preset.kernels, [backend])
+    blocksizes = preset.blocksizes if any(CASES[name].buffers == "quant" for name in preset.kernels) else [None]
+    if blocksizes != [None]:  # quantization: every case once per block size, block size first
+        expected = [(name, b, d) for size in blocksizes for name, b, d in
+                    expected_order([n for n in preset.kernels if CASES[n].is_baseline], [backend])] + \
+                   [(name, b, d) for size in blocksizes for name, b, d in
+                    expected_order([n for n in preset.kernels if not CASES[n].is_baseline], [backend])]
+    assert [(row[0], row[1], row[3]) for row in rows] == expected
+    document = json.loads(path.read_text())
+    assert document["suite"] == suite and document["repeats"] == 1
+    assert [(r["kernel"], r["backend"], r["input"]) for r in document["results"]] == expected
+    if blocksizes != [None]:
+        assert [r["blocksize"] for r in document["results"]] == [
+            size for group in (True, False) for size in blocksizes for name in preset.kernels
+            if CASES[name].is_baseline == group]
+    if suite == "crossover":  # one row, the same buffers: "rows" is 1 even where the default sweep batches
+        assert {row[4] for row in rows} == {"1"}
+    if preset.pivot:
+        assert "ns per element:" in out
+    if suite in ("stablemax", "quant"):  # every kernel against its NumPy expression
+        assert all(r["speedup_vs_numpy"] > 0 for r in document["results"] if r["family"] != "numpy")
+
+
+def test_latency_suite_table_and_json(tmp_path):
+    path = tmp_path / "latency.json"
+    completed = run_cli("--suite", "latency", "--sizes", "1,16", "--repeats", "1", "--json", str(path))
+    assert completed.returncode == 0, completed.stderr
+    out = completed.stdout
+    assert "ns per call" in out and "-- references" in out and "-- bare kernels" in out
+    assert "n=1" in out and "n=16" in out and "/torch" in out
+    document = json.loads(path.read_text())
+    assert document["suite"] == "latency" and document["backend"] == softmaxlib.backends()[0]
+    rows = document["latency"]
+    assert {row["n"] for row in rows} == {1, 16}
+    calls = {(row["section"], row["call"]) for row in rows}
+    row_functions = ["softmaxlib.softmax", "softmaxlib.log_softmax", "three_pass.softmax[reload]",
+                     "three_pass.softmax[recompute]", "three_pass.softmax[reload_exact]",
+                     "three_pass.log_softmax[reload]", "three_pass.log_softmax[recompute]", "two_pass.softmax",
+                     "two_pass.log_softmax",
+                     "stablemax.stablemax", "stablemax.log_stablemax"]
+    public = {f"{function}{arguments}" for function in row_functions for arguments in ("(x)", "(x, out=y)")} | {
+        "softmaxlib.logsumexp(x)", "two_pass.sum_exp_pair(x)", "stablemax.stablemax_cross_entropy(x, i)",
+        "stablemax.stablemax_cross_entropy(x, i, return_grad=True)", "quant.quantize_blockwise(x)",
+        "quant.quantize_blockwise(x, out=q, absmax_out=a)", "quant.dequantize_blockwise(q, state)",
+        "quant.dequantize_blockwise(q, state, out=y)"}
+    general = {"softmaxlib.softmax(x_f64)", "softmaxlib.softmax(x_col, axis=0)",
+               f"softmaxlib.softmax(x, backend='{softmaxlib.backends()[0]}')"}
+    references = {"len(x)", "np.exp(x)", "np.exp(x, out=y)"} | \
+        ({"torch.softmax(t, -1)"} if "torch_softmax" not in bench.missing_peers() else set()) | \
+        ({"scipy.special.softmax(x)"} if "scipy_softmax" not in bench.missing_peers() else set())
+    assert {call for section, call in calls if section == "public"} == public
+    assert {call for section, call in calls if section == "general"} == general
+    assert {call for section, call in calls if section == "reference"} == references
+    assert {call for section, call in calls if section == "overhead"} == public | general
+    assert {"softmax_reload_exact(x2, y2)", "quantize_blockwise(x, B, tables, q, absmax)"} <= {
+        call for section, call in calls if section == "kernel"}
+    for row in rows:
+        assert set(row) >= {"section", "call", "n", "ns", "over_np_exp", "over_torch", "kernel"}
+        if row["section"] in ("public", "general", "kernel"):
+            assert row["ns"] > 0 and row["over_np_exp"] > 0 and row["kernel"]
+    # compare reads latency runs too: call by call
+    completed = run_cli("compare", str(path), str(path))
+    assert completed.returncode == 0, completed.stderr
+    assert "softmaxlib.softmax(x)" in completed.stdout and "A/B above 1" in completed.stdout
+
+
+@pytest.mark.parametrize("text, value", [("1000", 1000), ("1e3", 1000), ("1E5", 100_000),
+                                         ("2^24", 1 << 24), ("2**10", 1024), (" 7 ", 7)])
+def test_parse_size(text, value):
+    assert _bench_cli.parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "0", "-5", "1.5", "1e-3", "2^", "2^100", "1e400", "nan"])
+def test_parse_size_rejects(text):
+    with pytest.raises(ValueError):
+        _bench_cli.parse_size(text)

@@ -141,3 +141,5 @@ def test_quantize_fast_path_matches_the_general_path():
         quant.quantize_blockwise(x)
     q, state = quant.quantize_blockwise(x, nonfinite="propagate")
     assert np.isnan(state.absmax[0])
+    with pytest.raises(ValueError, match="nonfinite must be one of"):  # checked on the fast path's input too
+        quant.quantize_blockwise(np.ones(64, np.float32), nonfinite="bogus")
