@@ -104,7 +104,7 @@ def fast_path(choice):
     small, small_streaming = functions[in_cache]
     large, large_streaming = functions[beyond] if beyond else functions[in_cache]
     crossover = crossover if beyond else -1
-    stream_above = _dispatch.STREAM_ABOVE_BYTES
+    stream_above = _dispatch.STREAM_ABOVE_BYTES // 4  # in float32 elements of y
     from_buffer, floats, ndarray, empty_like, may_share_memory = \
         ffi.from_buffer, _bindings.FLOATS, np.ndarray, np.empty_like, np.may_share_memory
 
@@ -130,10 +130,11 @@ def fast_path(choice):
             return None
         n = x.shape[-1]
         if n > crossover >= 0:
-            function = large_streaming if size > stream_above >> 2 else large
+            function = large_streaming if size > stream_above else large
         else:
-            function = small_streaming if size > stream_above >> 2 else small
-        function(size // n, n, from_buffer(floats, x), from_buffer(floats, y))
+            function = small_streaming if size > stream_above else small
+        x_buffer = from_buffer(floats, x)
+        function(size // n, n, x_buffer, x_buffer if y is x else from_buffer(floats, y))  # in place: one buffer
         return y
 
     return fast
