@@ -8,6 +8,7 @@ array, axis, dtype and `out=` into that, following NumPy's conventions, and puts
 back where the user asked.
 """
 import operator
+import sys
 
 import numpy as np
 
@@ -47,15 +48,17 @@ def _compute_dtype(dtype):
 
 
 def normalize_axis(axis, ndim):
-    try:
-        if isinstance(axis, bool):  # an int to Python, but NumPy refuses a bool axis, and so do we
-            raise TypeError
-        axis = operator.index(axis)
-    except TypeError:
-        raise TypeError(f"axis must be an integer, not {type(axis).__name__}") from None
-    if not -max(ndim, 1) <= axis < max(ndim, 1):
+    if type(axis) is not int:  # the common case first: a plain int needs no conversion
+        try:
+            if isinstance(axis, bool):  # an int to Python, but NumPy refuses a bool axis, and so do we
+                raise TypeError
+            axis = operator.index(axis)
+        except TypeError:
+            raise TypeError(f"axis must be an integer, not {type(axis).__name__}") from None
+    axes = ndim if ndim > 0 else 1  # a 0-d array is one row of one element
+    if not -axes <= axis < axes:
         raise AxisError(f"axis {axis} is out of bounds for an array of dimension {ndim}")
-    return axis % max(ndim, 1)
+    return axis % axes
 
 
 def check_out(out, shape, dtype):
@@ -78,6 +81,11 @@ def _checked_arguments(x, axis, backend):
 
 
 FLOAT32 = np.dtype(np.float32)
+# The fast path's allocating calls run in place on a copy of x up to this many elements. Measured
+# on Zen 4 (one row, ns per call): x.copy() + one buffer costs 354 at n = 16, 518 at 1000 and 556
+# at 2048, against 646, 733 and 720 for np.empty_like(x) + two buffers; at 4096 the copy costs
+# more (838 against 735).
+COPY_IN_PLACE_UP_TO = 2048
 
 
 def fast_path(choice):
@@ -103,38 +111,50 @@ def fast_path(choice):
         functions[kernel_id] = function, streaming
     small, small_streaming = functions[in_cache]
     large, large_streaming = functions[beyond] if beyond else functions[in_cache]
-    crossover = crossover if beyond else -1
+    crossover = crossover if beyond else sys.maxsize  # rows longer than this run `beyond`
     stream_above = _dispatch.STREAM_ABOVE_BYTES // 4  # in float32 elements of y
+    copy_up_to = COPY_IN_PLACE_UP_TO
     from_buffer, floats, ndarray, empty_like, may_share_memory = \
         ffi.from_buffer, _bindings.FLOATS, np.ndarray, np.empty_like, np.may_share_memory
 
     def fast(x, axis, out):
         if type(x) is not ndarray or x.dtype is not FLOAT32 or type(axis) is not int:
             return None
-        ndim = x.ndim
-        if (axis != -1 and axis != ndim - 1) or not ndim:
+        shape = x.shape
+        if not shape or (axis != -1 and axis != len(shape) - 1):
             return None
         flags = x.flags
         size = x.size
         if not (flags.c_contiguous and flags.aligned and size):
             return None
+        n = shape[-1]
+        if n > crossover:
+            function = large_streaming if size > stream_above else large
+        else:
+            function = small_streaming if size > stream_above else small
         if out is None:
+            if size <= copy_up_to:
+                # in place on a copy of x: a copy costs less than an empty array and the second
+                # buffer (ffi.from_buffer) it would need
+                y = x.copy()
+                y_buffer = from_buffer(floats, y)
+                function(size // n, n, y_buffer, y_buffer)
+                return y
             y = empty_like(x)
-        elif type(out) is ndarray and out.dtype is FLOAT32 and out.shape == x.shape:
+        elif type(out) is ndarray and out.dtype is FLOAT32 and out.shape == shape:
             flags = out.flags
-            if not (flags.c_contiguous and flags.aligned and flags.writeable) or (
-                    out is not x and may_share_memory(out, x)):
+            if not (flags.c_contiguous and flags.aligned and flags.writeable):
+                return None
+            if out is x:  # in place: one buffer
+                y_buffer = from_buffer(floats, x)
+                function(size // n, n, y_buffer, y_buffer)
+                return x
+            if may_share_memory(out, x):
                 return None
             y = out
         else:
             return None
-        n = x.shape[-1]
-        if n > crossover >= 0:
-            function = large_streaming if size > stream_above else large
-        else:
-            function = small_streaming if size > stream_above else small
-        x_buffer = from_buffer(floats, x)
-        function(size // n, n, x_buffer, x_buffer if y is x else from_buffer(floats, y))  # in place: one buffer
+        function(size // n, n, from_buffer(floats, x), from_buffer(floats, y))
         return y
 
     return fast

@@ -34,9 +34,11 @@ def backend(request):
     return request.param
 
 
-# The generic suites (zoo, special values, properties, guard pages, threads, errors) hold
-# softmax's semantics; StableMax has its own suite (test_stablemax.py).
+# The suites of softmax's semantics (special values, properties, threads, errors) run the softmax
+# kernels; the zoo (test_agreement.py) and the guard pages run every row kernel, StableMax too
+# (whose own semantics are in test_stablemax.py).
 SOFTMAX_OPERATIONS = [name for name, spec in _catalog.by_signature("rows").items() if spec.function in ("softmax", "log_softmax")]
+ROW_KERNELS = list(_catalog.by_signature("rows"))
 
 
 @pytest.fixture(params=SOFTMAX_OPERATIONS)
@@ -45,18 +47,33 @@ def operation(request):
     return request.param
 
 
+@pytest.fixture(params=ROW_KERNELS)
+def row_kernel(request):
+    """Id of any catalog kernel of signature "rows", e.g. 'softmax_reload' or 'log_stablemax'."""
+    return request.param
+
+
 def public_function(operation):
     """(callable, is_log) for a catalog kernel, through the public API with its variant bound."""
     spec = _catalog.by_signature("rows")[operation]
     function = getattr(importlib.import_module(f"softmaxlib.{spec.family}"), spec.function)
     if spec.variant is None:
-        return function, spec.function == "log_softmax"
-    return (lambda x, **kwargs: function(x, variant=spec.variant, **kwargs)), spec.function == "log_softmax"
+        return function, spec.is_log
+    return (lambda x, **kwargs: function(x, variant=spec.variant, **kwargs)), spec.is_log
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261127)
+
+
+@pytest.fixture(scope="module")
+def buffers():
+    """Two guarded float32 areas (for x and y), each of whole pages holding zoo.GUARDED_FLOATS
+    floats, with a PROT_NONE page right before and after (zoo.place puts arrays against them)."""
+    import zoo
+
+    return zoo.guarded_areas(2)
 
 
 FTZ_DAZ_PASS = os.environ.get("SOFTMAXLIB_TEST_FTZ_DAZ") == "1"

@@ -1,7 +1,7 @@
 """The accuracy requirement: the whole-softmax error bound, stated and enforced.
 
 Max error in float32 ULP against a float64 reference, over outputs >= FLT_MIN
-(below, the library flushes to +0; test_agreement.assert_softmax_close checks
+(below, the library flushes to +0; oracle.assert_softmax_close checks
 that too), for rows of n = 1e3, 1e5 and 2^24 drawn from four distributions, on
 every backend and both variants. Also |sum(y) - 1| <= 1e-6 and the absolute
 error of log_softmax. test_dominant_element guards the sum against one dominant
@@ -25,9 +25,10 @@ margin; the measured values are in the comments.
 import numpy as np
 import pytest
 
-from oracle import softmax_reference
+import oracle
+from oracle import EPS32, assert_softmax_close
 from softmaxlib import three_pass
-from test_agreement import EPS32, assert_softmax_close
+from zoo import DISTRIBUTIONS, SIZES, make_rows
 
 # max ULP error of softmax over outputs >= FLT_MIN
 SOFTMAX_MAX_ULP = {
@@ -48,14 +49,7 @@ LOG_SOFTMAX_MAX_ABS_ERROR = {
 LOG_SOFTMAX_EPS = 4  # |error| <= 4 eps * max(1, |reference|); measured 1.05 eps
 SUM_TOLERANCE = 1e-6  # |sum(y) - 1|, summed in float64; measured <= 7.6e-8
 
-DISTRIBUTIONS = {
-    "N(0,1)": lambda rng, shape: rng.standard_normal(shape, dtype=np.float32),
-    "N(0,10)": lambda rng, shape: rng.standard_normal(shape, dtype=np.float32) * np.float32(10),
-    "N(0,100)": lambda rng, shape: rng.standard_normal(shape, dtype=np.float32) * np.float32(100),
-    "U(-1000,1000)": lambda rng, shape: rng.uniform(-1000, 1000, shape).astype(np.float32),
-}
-# n -> number of rows: enough rows for the small n to see their worst cases
-SIZES = {1000: 64, 100_000: 4, 2**24: 1}
+# The data sets: zoo.DISTRIBUTIONS x zoo.SIZES (n -> number of rows), zoo.make_rows.
 SOFTMAX_VARIANTS = three_pass.VARIANTS["softmax"]
 LOG_SOFTMAX_VARIANTS = three_pass.VARIANTS["log_softmax"]
 # reload_exact never rounds x - max: its error is that of two-pass (test_two_pass.py), at
@@ -65,23 +59,6 @@ RELOAD_EXACT_MAX_ULP = 4
 
 def softmax_bound(distribution, variant):
     return RELOAD_EXACT_MAX_ULP if variant == "reload_exact" else SOFTMAX_MAX_ULP[distribution]
-
-
-def make_rows(distribution, n):
-    """The float32 test rows of one distribution and length, from a fixed seed."""
-    seed = 1000 * list(DISTRIBUTIONS).index(distribution) + list(SIZES).index(n)
-    return DISTRIBUTIONS[distribution](np.random.default_rng(seed), (SIZES[n], n))
-
-
-def reference_rows(x):
-    """float64 softmax and log_softmax along the last axis of finite x, vectorized."""
-    shifted = x.astype(np.float64)
-    shifted -= shifted.max(axis=-1, keepdims=True)
-    softmax = np.exp(shifted)
-    total = softmax.sum(axis=-1, keepdims=True)  # pairwise summation
-    softmax /= total
-    shifted -= np.log(total)
-    return softmax, shifted
 
 
 def _datasets():
@@ -99,8 +76,7 @@ def dataset(request):
     reference are computed once and shared by every backend and variant."""
     distribution, n = request.param
     x = make_rows(distribution, n)
-    softmax, log_softmax = reference_rows(x)
-    return distribution, x, softmax, log_softmax
+    return distribution, x, oracle.softmax(x), oracle.log_softmax(x)
 
 
 @pytest.mark.parametrize("variant", SOFTMAX_VARIANTS)
@@ -122,15 +98,6 @@ def test_log_softmax_absolute_error(dataset, backend, variant):
     assert np.max(error / np.maximum(1.0, np.abs(reference))) <= LOG_SOFTMAX_EPS * EPS32
 
 
-def test_vectorized_reference_matches_oracle():
-    """reference_rows is the oracle of tests/oracle.py, only vectorized over rows."""
-    for distribution in DISTRIBUTIONS:
-        x = make_rows(distribution, 1000)[:8]
-        softmax, log_softmax = reference_rows(x)
-        np.testing.assert_allclose(softmax, softmax_reference(x), rtol=1e-13, atol=0)
-        np.testing.assert_allclose(log_softmax, softmax_reference(x, log_output=True), rtol=1e-13, atol=1e-13)
-
-
 # One dominant element and a tail of exp(x - max) just under half an ULP of 1:
 # a float32 accumulator lane holding the max's exp(0) = 1 rounds every such
 # term away (float lane sums lost 62 ULP on AVX-512 and 125 on AVX2 here before
@@ -146,7 +113,7 @@ DOMINANT_TAIL = np.float32(np.log(0.49 * 2.0**-23))  # ~ -16.66
 def test_dominant_element(n, backend, variant):
     x = np.full((1, n), DOMINANT_TAIL, dtype=np.float32)
     x[0, n // 3] = 0
-    reference, log_reference = reference_rows(x)
+    reference, log_reference = oracle.softmax(x), oracle.log_softmax(x)
     y = three_pass.softmax(x, variant=variant, backend=backend)
     assert_softmax_close(y, reference, max_ulp=softmax_bound("U(-1000,1000)", variant))
     assert abs(y.sum(dtype=np.float64) - 1) <= SUM_TOLERANCE

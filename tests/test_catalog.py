@@ -7,7 +7,7 @@ import pytest
 
 import oracle
 import softmaxlib
-from softmaxlib import _bindings, _catalog, _dispatch
+from softmaxlib import _bindings, _catalog, _codebooks, _dispatch
 
 KERNELS = list(_catalog.KERNELS.values())
 requires_c = pytest.mark.skipif(_dispatch.lib is None, reason="the C kernels are not built")
@@ -32,6 +32,60 @@ def test_every_kernel_has_its_numba_twins_and_oracle(kernel):
     assert kernel.signature in _catalog.SIGNATURES and kernel.signature in _bindings.ADAPTERS
     measure, bound = kernel.tolerance
     assert measure in ("ulp", "eps", "exact") and bound >= 0
+
+
+def _run_on_random_input(kernel, backend, rng):
+    """(output, the oracle's) of a kernel's bound call on random finite input of its signature."""
+    call = _bindings.bound(kernel.id, backend)
+    reference = getattr(oracle, kernel.oracle)
+    signature = kernel.signature
+    x = (rng.standard_normal((5, 301)) * 3).astype(np.float32)
+    if signature == "rows":
+        y = np.empty_like(x)
+        call(x, y)
+        return y, reference(x)
+    if signature == "pair":
+        mantissa, exponent = np.empty(5), np.empty(5)
+        call(x, mantissa, exponent)
+        return mantissa * np.exp2(exponent), reference(x)
+    if signature == "loss":
+        labels = rng.integers(0, x.shape[1], x.shape[0])
+        losses, grad = np.empty(x.shape[0]), np.empty_like(x)
+        call(x, labels, -100, 1.0, losses, grad)
+        return (losses, grad), reference(x, labels)
+    if signature == "map":
+        t = -rng.uniform(0, 87, 1001).astype(np.float32)
+        e = np.empty_like(t)
+        call(t, e)
+        return e, reference(t)
+    code = softmaxlib.quant.create_dynamic_map()
+    tables = _codebooks.search_tables(code)
+    blocksize = 64
+    if signature == "codes":
+        y = rng.uniform(-1, 1, 1001).astype(np.float32)
+        q = np.empty(y.size, np.uint8)
+        call(y, tables, q)
+        return q, reference(y, code)
+    flat = x.reshape(-1)
+    q, absmax = np.empty(flat.size, np.uint8), np.empty(-(-flat.size // blocksize), np.float32)
+    _bindings.bound("quantize_blockwise", backend)(flat, blocksize, tables, q, absmax)
+    if signature == "quantize":
+        return (q, absmax), reference(flat, code, blocksize)
+    if signature == "dequantize":
+        out = np.empty(flat.size, np.float32)
+        call(q, absmax, blocksize, code, out)
+        return out, reference(q, absmax, blocksize, code)
+    raise NotImplementedError(f"no random input for signature {signature!r}: add it here")
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.id)
+def test_every_kernel_meets_its_tolerance(kernel, backend, rng):
+    """Each kernel's bound call against its oracle on random finite input, within the catalog's
+    tolerance (oracle.tolerance_error measures it)."""
+    y, reference = _run_on_random_input(kernel, backend, rng)
+    measure, bound = kernel.tolerance
+    error = oracle.tolerance_error(kernel, y, reference)
+    assert error <= bound, f"{kernel.id} on {backend}: error {error} > {bound} ({measure})"
 
 
 def test_ids_are_unique_and_public_functions_exist():

@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import softmaxlib
+from conftest import examples
+from oracle import assert_stablemax_close as assert_close
 from softmaxlib import stablemax, two_pass
-from test_stablemax import assert_close
 
 DBL_MAX = float(np.finfo(np.float64).max)
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -342,7 +343,7 @@ def rows_with_cuts(draw):
     return x, draw(st.lists(st.integers(0, n), max_size=4))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(case=rows_with_cuts())
 def test_merged_parts_give_the_whole_row(case):
     x, cuts = case

@@ -19,57 +19,15 @@ import pytest
 
 from conftest import public_function
 from softmaxlib import _bindings, _catalog, _dispatch
+from zoo import GUARDED_FLOATS, guarded_buffer, place, row_lengths
 
 PAGE = mmap.PAGESIZE
-LENGTHS = list(range(1, 41)) + [63, 64, 65, 100, 1000, 4097]
-MAX_ELEMENTS = 3 * 4097  # the largest array placed: 3 rows of 4097
+# every length up to 40, and around the loop tiles of the row families (zoo.row_lengths)
+LENGTHS = sorted(set(range(1, 41)) | {63, 64, 65, 100, 1000, 4097}
+                 | {n for family in ("three_pass", "two_pass", "stablemax") for n in row_lengths(family, long=False)
+                    if 0 < n <= 4097})
+assert 3 * 4097 <= GUARDED_FLOATS  # the largest array placed: 3 rows of 4097
 CANARY = np.float32(-12345.5)
-
-
-def guarded_buffer(data_bytes):
-    """(mmap, uint8 view of the data pages) with a PROT_NONE page right before and after them.
-
-    Self-contained (its source is also run by the subprocess of test_guard_page_faults).
-    """
-    import ctypes
-    import ctypes.util
-    import mmap
-
-    import numpy as np
-
-    page = mmap.PAGESIZE
-    data_pages = max(1, -(-data_bytes // page))
-    region = mmap.mmap(-1, (data_pages + 2) * page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                       prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    libc.mprotect.restype = ctypes.c_int
-    everything = np.frombuffer(region, dtype=np.uint8)
-    base = everything.ctypes.data
-    assert base % page == 0
-    for guard in (base, base + (data_pages + 1) * page):
-        if libc.mprotect(guard, page, 0) != 0:  # PROT_NONE
-            raise OSError(ctypes.get_errno(), "mprotect failed")
-    return region, everything[page:(data_pages + 1) * page]
-
-
-@pytest.fixture(scope="module")
-def buffers():
-    """Two guarded float32 areas (for x and y), each of whole pages holding MAX_ELEMENTS floats."""
-    made = [guarded_buffer(MAX_ELEMENTS * 4) for _ in range(2)]
-    areas = [data.view(np.float32) for _, data in made]
-    yield areas
-    # The mappings stay alive (numpy views export their buffers); they go with the process.
-
-
-def place(area, shape, where):
-    """A C-contiguous float32 array of `shape` in `area`, ending at the trailing guard page or
-    starting right after the leading one."""
-    count = int(np.prod(shape))
-    flat = area[area.size - count:] if where == "end" else area[:count]
-    array = flat.reshape(shape)
-    assert array.flags.c_contiguous and array.base is not None
-    return array
 
 
 def _check_untouched(area, array, context):
@@ -118,27 +76,27 @@ def _guarded_run(buffers, rng, operation, backend, call):
                 _check_untouched(x_area, x, context)
 
 
-def test_bound_kernels_stay_within_rows(buffers, operation, backend, rng):
-    kernel = _bindings.bound(operation, backend, np.float32)
-    _guarded_run(buffers, rng, operation, backend, kernel)
+def test_bound_kernels_stay_within_rows(buffers, row_kernel, backend, rng):
+    kernel = _bindings.bound(row_kernel, backend, np.float32)
+    _guarded_run(buffers, rng, row_kernel, backend, kernel)
 
 
 @pytest.mark.parametrize("rows, n", [(3, 0), (0, 5), (1, 0), (0, 0)])
-def test_c_kernels_with_empty_rows_touch_nothing(buffers, rows, n, operation, backend):
+def test_c_kernels_with_empty_rows_touch_nothing(buffers, rows, n, row_kernel, backend):
     """The C contract for zero-size input, with x and y pointing at the first byte of a guard page
     (NumPy cannot place a zero-size view there, so the C function is called with raw pointers)."""
     if backend == "numba":
         pytest.skip("C kernels only")
     x_area, y_area = buffers
-    c_function = getattr(_dispatch.lib, _catalog.KERNELS[operation].c_symbol(backend))
+    c_function = getattr(_dispatch.lib, _catalog.KERNELS[row_kernel].c_symbol(backend))
     x_end = _dispatch.ffi.cast("float *", x_area.ctypes.data + x_area.nbytes)
     y_end = _dispatch.ffi.cast("float *", y_area.ctypes.data + y_area.nbytes)
     c_function(rows, n, x_end, y_end)
     c_function(rows, n, x_end, x_end)
 
 
-def test_public_api_with_out_stays_within_rows(buffers, operation, backend, rng):
-    function, _ = public_function(operation)
+def test_public_api_with_out_stays_within_rows(buffers, row_kernel, backend, rng):
+    function, _ = public_function(row_kernel)
 
     def call(x, y):
         assert function(x, out=y, backend=backend) is y
@@ -146,14 +104,14 @@ def test_public_api_with_out_stays_within_rows(buffers, operation, backend, rng)
             row = y[i]
             assert function(x[i], out=row, backend=backend) is row
 
-    _guarded_run(buffers, rng, operation, backend, call)
+    _guarded_run(buffers, rng, row_kernel, backend, call)
 
 
 @pytest.mark.parametrize("api", ["bound", "public"])
-def test_in_place_stays_within_rows(buffers, api, operation, backend, rng):
+def test_in_place_stays_within_rows(buffers, api, row_kernel, backend, rng):
     x_area, _ = buffers
-    kernel = _bindings.bound(operation, backend, np.float32)
-    function, _ = public_function(operation)
+    kernel = _bindings.bound(row_kernel, backend, np.float32)
+    function, _ = public_function(row_kernel)
     for rows, n in _cases():
         values = _rows(rng, rows, n, with_inf=False)
         reference = np.empty_like(values)

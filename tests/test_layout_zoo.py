@@ -10,11 +10,11 @@ softmaxlib.softmax / log_softmax) on every usable backend:
 
 - at shapes just below and above every path switch of the kernel templates: n = 1, 2, 3, 5, and
   VF_LANES * k - 1, + 0, + 1 for VF_LANES of 8 and 16 and k = 1 and every trip (4 and 8
-  vectors; csrc/ is read for more), a trip with single vectors and a tail, several rows (each
+  vectors: the loop tiles the C kernels export, zoo.lanes_and_trips), a trip with single vectors and a tail, several rows (each
   starting at another alignment), outputs just below, at and above STREAM_ABOVE bytes (the
   streaming threshold), the auto path's crossover; and values that take the other paths
   (-inf, +inf, huge elements; all-zero and non-finite quantization blocks);
-- with every array in its own guarded buffer (tests/test_guard_pages.py's guarded_buffer: a
+- with every array in its own guarded buffer (tests/zoo.py's guarded_buffer: a
   PROT_NONE page before and after), at "page start + offset" for every offset 0..63 of the
   inputs, with the outputs at (7 * offset + 3) % 64 (a permutation: float-aligned inputs meet
   misaligned outputs and the reverse), at the same offset, and in place (out is x) where the
@@ -43,7 +43,6 @@ import json
 import mmap
 import os
 import pathlib
-import re
 import signal
 import subprocess
 import sys
@@ -59,7 +58,7 @@ import pytest
 import softmaxlib
 from conftest import BACKENDS
 from softmaxlib import _auto, _bindings, _catalog, _codebooks, _dispatch
-from test_guard_pages import guarded_buffer
+from zoo import guarded_buffer, lanes_and_trips
 
 STREAM_ABOVE = 4096  # SOFTMAXLIB_STREAM_ABOVE_BYTES in the subprocess
 AUTO_LLC = 4096  # _dispatch.LAST_LEVEL_CACHE_BYTES in the subprocess: auto crossovers at n of 384 to 512
@@ -69,25 +68,12 @@ AREA_BYTES = 2 * mmap.PAGESIZE  # the data pages of each guarded buffer
 CANARY_BYTES = bytes([CANARY]) * AREA_BYTES
 STATUS_BYTES = 4096
 SELFTEST = ("selftest/crash", "numba")  # a pseudo-entry that crashes the subprocess on purpose
-CSRC = pathlib.Path(__file__).resolve().parent.parent / "csrc"
 
 
 # ------------------------------------------------------------------------------- the sizes
 
-def _template_constants():
-    """(vector widths, trip lengths in vectors) of the kernel templates: 8 and 16 lanes, trips of 4
-    and 8 vectors, and whatever csrc/ defines now (VF_LANES, *UNROLL, *TRIP)."""
-    lanes, trips = {8, 16}, {1, 4, 8}
-    for path in CSRC.glob("*.h"):
-        for name, value in re.findall(r"^#define\s+(\w+)\s+(\d+)\b", path.read_text(), re.M):
-            if name == "VF_LANES":
-                lanes.add(int(value))
-            elif name.endswith("UNROLL") or name.endswith("_TRIP"):
-                trips.add(int(value))
-    return sorted(lanes), sorted(trips)
-
-
-LANES, TRIPS = _template_constants()
+# vector widths and trip lengths in vectors, of every family and ISA (the tiles of csrc/tiles.h)
+LANES, TRIPS = lanes_and_trips()
 STREAM_FLOATS = STREAM_ABOVE // 4
 ROW_LENGTHS = sorted(
     {1, 2, 3, 5}
@@ -581,7 +567,8 @@ def test_zoo_covers_the_catalog():
               "quant": {k.id: k for k in _catalog.of_family("quant")}}
     for kind, table in tables.items():
         assert {entry.split("/", 1)[1] for entry in ENTRIES if entry.startswith(kind + "/")} == set(table)
-    assert {4, 8} <= set(TRIPS) and {8, 16} <= set(LANES)
+    if _dispatch.lib is not None:  # the tiles are the C kernels' (none without them)
+        assert {4, 8} <= set(TRIPS) and {8, 16} <= set(LANES)
     totals = {rows * n * 4 for rows, n in ROW_SHAPES}
     assert {STREAM_ABOVE - 4, STREAM_ABOVE, STREAM_ABOVE + 4} <= totals
     assert any(t > STREAM_ABOVE for t in totals) and any(t <= STREAM_ABOVE for t in totals)

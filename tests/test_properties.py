@@ -19,14 +19,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from conftest import public_function
-from oracle import FLT_MIN, softmax_reference
-from test_agreement import (
+from conftest import examples, public_function
+from oracle import (
     EPS32,
+    FLT_MIN,
     LOG_SOFTMAX_EPS,
     SOFTMAX_MAX_ULP,
     assert_log_softmax_close,
     assert_softmax_close,
+    softmax_reference,
 )
 
 MAX_LENGTH = 300
@@ -50,7 +51,7 @@ MAX_SHIFT = 1e4
 # of the subtraction on each side: <= 16 eps * max(1, |y|).
 PERMUTATION_EPS = 2 * SUM_EPS + 4  # 8
 PROPERTY_SETTINGS = settings(
-    max_examples=200,
+    max_examples=examples(200),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

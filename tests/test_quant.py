@@ -10,13 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from numba import njit
 
+import oracle
 import softmaxlib
 from conftest import examples
 from softmaxlib import _bindings, _catalog, _codebooks, _dispatch, quant
 from softmaxlib.quant import QuantState, dequantize_blockwise, quantize_blockwise
-from test_guard_pages import buffers  # noqa: F401  (buffers is a fixture)
 
 REFERENCE_MAPS = pathlib.Path(__file__).parent / "data" / "bitsandbytes_0.50.2_maps.npz"
 BUILT_IN_MAPS = {
@@ -68,21 +67,6 @@ FIRST_NEGATIVE = 0x80000000
 ONE_BITS = 0x3F800000
 
 
-@njit(cache=True)
-def reference_codes(y, code, q):
-    """The nearest code to each y, ties to the lower index, by binary search over the exact
-    (float64) midpoints: no table, no rounding."""
-    for i in range(y.size):
-        low, high = 0, 255
-        while low < high:
-            middle = (low + high) // 2
-            if np.float64(y[i]) > (np.float64(code[middle]) + np.float64(code[middle + 1])) / 2:
-                low = middle + 1
-            else:
-                high = middle
-        q[i] = low
-
-
 def scaled_code_function(backend):
     """f(y, tables, q): the codes of already-scaled values, with the backend's search."""
     return _bindings.bound("codes_of_scaled", backend)
@@ -102,7 +86,7 @@ def test_search_is_exact_for_every_float_in_minus_one_to_one(name):
     for first, last in ((0, ONE_BITS), (FIRST_NEGATIVE, FIRST_NEGATIVE + ONE_BITS)):  # [0, 1] and [-1, -0]
         for start in range(first, last + 1, chunk):
             y = np.arange(start, min(start + chunk, last + 1), dtype=np.uint32).view(np.float32)
-            reference_codes(y, code, expected[:y.size])
+            oracle.codes(y, code, out=expected[:y.size])  # the exact binary search
             for backend, search in searches.items():
                 search(y, tables, q[:y.size])
                 mismatch = np.flatnonzero(q[:y.size] != expected[:y.size])
@@ -117,24 +101,11 @@ def test_crowded_codebook_takes_the_binary_search(backend, rng):
     y = np.concatenate([rng.uniform(-1, 1, 10000), np.linspace(0.5 - 1e-6, 0.5 + 2e-6, 10000)]).astype(np.float32)
     q, expected = np.empty(y.size, np.uint8), np.empty(y.size, np.uint8)
     scaled_code_function(backend)(y, tables, q)
-    reference_codes(y, code, expected)
+    oracle.codes(y, code, out=expected)
     np.testing.assert_array_equal(q, expected)
 
 
 # ---------------------------------------------------------------------------------- semantics
-
-def quantize_reference(x, code, blocksize):
-    """q and absmax by the definition, in NumPy: nearest code of x * f32(1 / absmax), ties low."""
-    flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
-    q = np.empty(flat.size, np.uint8)
-    absmax = np.empty(-(-flat.size // blocksize), np.float32)
-    for b in range(absmax.size):
-        block = flat[b * blocksize:(b + 1) * blocksize]
-        absmax[b] = np.abs(block).max()
-        inverse = np.float32(1) / absmax[b] if absmax[b] > 0 else np.float32(0)
-        reference_codes((block * inverse).astype(np.float32), code, q[b * blocksize:(b + 1) * blocksize])
-    return q.reshape(np.shape(x)), absmax
-
 
 @pytest.mark.parametrize("blocksize", [64, 256, 2048, 4096])
 def test_round_trip_error_meets_bitsandbytes_bars(blocksize, backend):
@@ -153,11 +124,11 @@ def test_sizes_match_the_definition(blocksize, extra, backend, rng):
         x = (rng.standard_normal(size) * 3).astype(np.float32)
         code = quant.create_dynamic_map()
         q, state = quantize_blockwise(x, blocksize=blocksize, backend=backend)
-        expected_q, expected_absmax = quantize_reference(x, code, blocksize)
+        expected_q, expected_absmax = oracle.quantize_blockwise(x, code, blocksize)
         np.testing.assert_array_equal(q, expected_q)
         np.testing.assert_array_equal(state.absmax, expected_absmax)
         np.testing.assert_array_equal(dequantize_blockwise(q, state, backend=backend),
-                                      code[q] * np.repeat(state.absmax, blocksize)[:size])
+                                      oracle.dequantize_blockwise(q, state.absmax, blocksize, code))
 
 
 def test_zero_blocks_and_exact_zeros(backend):
@@ -331,7 +302,7 @@ def test_tables_are_built_once_per_codebook_and_bounded():
 
 
 @pytest.mark.parametrize("n, blocksize", [(1, 16), (17, 16), (100, 64), (4097, 4096), (1000, 16)])
-def test_kernels_stay_within_their_arrays(buffers, n, blocksize, backend, rng):  # noqa: F811
+def test_kernels_stay_within_their_arrays(buffers, n, blocksize, backend, rng):
     """x, q, absmax and the dequantized output end right before a PROT_NONE page."""
     float_area, byte_area = buffers
     values = (rng.standard_normal(n) * 5).astype(np.float32)

@@ -8,8 +8,8 @@ import pytest
 from softmaxlib import quant
 from softmaxlib._numba import quant as numba_quant
 from softmaxlib.quant import QuantState, dequantize_blockwise, quantize_blockwise
+import oracle
 from fpenv import flush_denormals, requires_mxcsr
-from test_quant import reference_codes
 
 f32 = np.float32
 FLT_MAX = np.finfo(f32).max
@@ -19,10 +19,6 @@ MAPS = {
     "linear without a zero code": lambda: quant.create_linear_map(add_zero=False),
     "crowded (binary search)": lambda: CROWDED.copy(),
 }
-
-
-def zero_code(code):
-    return int(np.searchsorted(((code[:-1].astype(np.float64) + code[1:]) / 2), 0.0, side="left"))
 
 
 # ------------------------------------------------------------------------ NaN and inf in a block
@@ -54,7 +50,7 @@ def test_nan_and_inf_at_every_position(blocksize, n, special, backend, rng):
             assert state.absmax[block] == np.inf, f"x[{position}] = {special}: absmax {state.absmax[block]}"
         others = np.arange(state.absmax.size) != block
         np.testing.assert_array_equal(state.absmax[others], state_base.absmax[others])
-        assert (q[inside] == zero_code(code)).all()
+        assert (q[inside] == oracle.zero_code(code)).all()
         np.testing.assert_array_equal(q[outside], q_base[outside])
         y = dequantize_blockwise(q, state, backend=backend)
         assert np.isnan(y[inside]).all()
@@ -108,18 +104,6 @@ def huge_blocks(rng, blocksize, blocks):
     return x.reshape(-1), absmax
 
 
-def reference_of_huge(x, absmax, blocksize, code):
-    """Codes by the definition: y = x * fl32(1/absmax) as one rounding of the exact product
-    (NumPy, without FTZ/DAZ), then the nearest code by an exact binary search."""
-    with np.errstate(under="ignore"):
-        inverse = np.repeat(f32(1) / absmax, blocksize)[:x.size]
-    y = (x.astype(np.float64) * inverse.astype(np.float64)).astype(f32)
-    assert (np.abs(y[x != 0]) >= 2.0**-126).all()  # y normal: FTZ/DAZ must not change anything
-    q = np.empty(x.size, np.uint8)
-    reference_codes(y, code, q)
-    return q
-
-
 @requires_mxcsr
 @pytest.mark.parametrize("name", MAPS)
 @pytest.mark.parametrize("blocksize, extra", [(16, 0), (64, 0), (256, 100)])
@@ -133,7 +117,11 @@ def test_huge_absmax_does_not_depend_on_flush_to_zero(name, blocksize, extra, ba
     if extra:  # a partial last block
         x = np.concatenate([x, huge_blocks(rng, extra, 1)[0]])
         expected_absmax = np.append(expected_absmax, np.abs(x[-extra:]).max())
-    expected_q = reference_of_huge(x, expected_absmax, blocksize, code)
+    # Codes by the definition (oracle.quantize_blockwise): y = x * fl32(1/absmax) as one rounding
+    # of the exact product (NumPy, without FTZ/DAZ), then the nearest code by an exact binary search.
+    scaled = oracle.scaled_blocks(x, expected_absmax, blocksize)
+    assert (np.abs(scaled[x != 0]) >= 2.0**-126).all()  # y normal: FTZ/DAZ must not change anything
+    expected_q = oracle.codes(scaled, code)
     for ftz, daz in ((False, False), (True, True), (True, False), (False, True)):
         with flush_denormals(ftz=ftz, daz=daz):
             q, state = quantize_blockwise(x, code, blocksize=blocksize, backend=backend)
@@ -142,7 +130,7 @@ def test_huge_absmax_does_not_depend_on_flush_to_zero(name, blocksize, extra, ba
         mismatch = np.flatnonzero(q != expected_q)
         assert mismatch.size == 0, (f"FTZ={ftz} DAZ={daz}: x = {x[mismatch[:3]]}: codes {q[mismatch[:3]]}, "
                                     f"expected {expected_q[mismatch[:3]]}")
-        np.testing.assert_array_equal(y, code[q] * np.repeat(expected_absmax, blocksize)[:x.size])
+        np.testing.assert_array_equal(y, oracle.dequantize_blockwise(q, expected_absmax, blocksize, code))
 
 
 # ---------------------------------------------------------------------------- QuantState checks

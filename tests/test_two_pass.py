@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import scipy.special
 
+import oracle
 from oracle import FLT_MIN, ulp_error
 from softmaxlib import _bindings, _catalog, two_pass
-from test_accuracy import DISTRIBUTIONS, SIZES, make_rows, reference_rows
-from test_guard_pages import buffers, place  # noqa: F401  (buffers is a fixture)
+from zoo import DISTRIBUTIONS, SIZES, make_rows, place
 
 # Max ULP error of two-pass softmax over outputs >= FLT_MIN, every distribution, n and backend:
 # the bound of issue 3. Each output is p * (1/M) * 2^(n - E): the exp's mantissa p (within
@@ -30,8 +30,7 @@ SUM_TOLERANCE = 1e-6
 def dataset(request):
     distribution, n = request.param
     x = make_rows(distribution, n)
-    softmax, log_softmax = reference_rows(x)
-    return x, softmax, log_softmax
+    return x, oracle.softmax(x), oracle.log_softmax(x)
 
 
 def test_softmax_ulp_bound(dataset, backend):
@@ -92,7 +91,7 @@ def test_split_rows_merge_to_the_whole_row(n, backend, rng):
     cuts = sorted({0, n // 3, n // 2, n})
     parts = [two_pass.sum_exp_pair(x[:, a:b], backend=backend) for a, b in zip(cuts, cuts[1:])]
     merged = two_pass.merge_pairs(parts)
-    exact = np.exp(x.astype(np.float64)).sum(axis=-1)
+    exact = oracle.sum_exp(x)
     for mantissa, exponent in (whole, merged):
         assert np.all(exponent == np.floor(exponent))
         np.testing.assert_allclose(mantissa * np.exp2(exponent), exact, rtol=4e-7)
@@ -137,7 +136,7 @@ def test_rows_beyond_the_pair_range_match_three_pass(operation, backend, rng):
 
 
 @pytest.mark.parametrize("n", [1, 5, 16, 17, 100, 129, 1000])
-def test_pair_kernel_stays_in_its_rows(buffers, n, backend, rng):  # noqa: F811
+def test_pair_kernel_stays_in_its_rows(buffers, n, backend, rng):
     x_area, _ = buffers
     kernel = _bindings.bound("sum_exp_pair", backend, np.dtype(np.float32))
     expected = None
@@ -156,7 +155,7 @@ def test_pair_kernel_stays_in_its_rows(buffers, n, backend, rng):  # noqa: F811
 
 @pytest.mark.parametrize("function", ["softmax", "log_softmax"])
 @pytest.mark.parametrize("n", [1, 5, 16, 17, 100, 129, 1000, 4097])
-def test_streaming_kernels_match_and_stay_in_their_rows(buffers, function, n, backend, rng):  # noqa: F811
+def test_streaming_kernels_match_and_stay_in_their_rows(buffers, function, n, backend, rng):
     """The non-temporal-store kernels (picked for outputs above half the last-level cache) give
     the same bits as the regular ones, and stay in their rows at either end of the pages."""
     if backend == "numba":
