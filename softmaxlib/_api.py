@@ -229,6 +229,13 @@ def reduce_rows(reduction, x, axis, backend):
     Returns (mantissa, exponent), float64 arrays of x's shape without `axis`,
     and the result dtype of x (for callers that turn the pair into a value).
     """
+    if backend is None and type(x) is np.ndarray and x.dtype is FLOAT32 and type(axis) is int and x.ndim and \
+            (axis == -1 or axis == x.ndim - 1) and x.flags.c_contiguous:  # the common case, as fast_path
+        mantissa = np.empty(x.shape[:-1])
+        exponent = np.empty(x.shape[:-1])
+        if mantissa.size:
+            _bindings.bound(reduction, _dispatch.DEFAULT_BACKEND, FLOAT32)(x, mantissa, exponent)
+        return mantissa, exponent, FLOAT32
     backend, x, work_dtype, result_dtype, axis = _checked_arguments(x, axis, backend)
     rows_view = x.reshape(1) if x.ndim == 0 else x if axis == x.ndim - 1 else axis_to_last(x, axis)
     x_rows = np.ascontiguousarray(rows_view, dtype=work_dtype)

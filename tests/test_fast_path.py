@@ -143,3 +143,13 @@ def test_quantize_fast_path_matches_the_general_path():
     assert np.isnan(state.absmax[0])
     with pytest.raises(ValueError, match="nonfinite must be one of"):  # checked on the fast path's input too
         quant.quantize_blockwise(np.ones(64, np.float32), nonfinite="bogus")
+
+
+@pytest.mark.parametrize("shape", [(1,), (16,), (3, 1000), (2, 3, 33), (4, 0), (0, 5)])
+def test_pair_reduction_fast_path_matches_the_general_path(shape):
+    x = _rows(shape)
+    for fast, general in ((two_pass.sum_exp_pair(x), two_pass.sum_exp_pair(x, backend=_dispatch.DEFAULT_BACKEND)),
+                          ((softmaxlib.logsumexp(x),), (softmaxlib.logsumexp(x, backend=_dispatch.DEFAULT_BACKEND),))):
+        for a, b in zip(fast, general):
+            assert type(a) is type(b) and np.shape(a) == np.shape(b)
+            np.testing.assert_array_equal(a, b)
