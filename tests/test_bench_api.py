@@ -9,7 +9,7 @@ import pytest
 import softmaxlib
 from softmaxlib import _auto, _catalog, _dispatch, bench
 
-ROOT = pathlib.Path(softmaxlib.__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parent.parent  # the checkout (softmaxlib may be installed elsewhere)
 
 
 def positive_finite(value):

@@ -185,6 +185,10 @@ def test_without_the_extension_numba_only(tmp_path):
     result = run_python(code, tmp_path, package_root=root)
     assert result.returncode == 0, result.stderr
     assert f"file {root / 'softmaxlib' / '__init__.py'}" in result.stdout
+    editable = run_python("import importlib.util; print(importlib.util.find_spec('softmaxlib._kernels'))", tmp_path,
+                          package_root=root)
+    if "_kernels" in editable.stdout and str(root) not in editable.stdout:
+        pytest.skip("an editable install (pip install -e) maps softmaxlib._kernels to the checkout's build")
     assert "backends ['numba'] None" in result.stdout
     assert "result [0.25, 0.25, 0.25, 0.25]" in result.stdout
     assert "not built" in result.stdout
