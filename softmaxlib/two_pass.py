@@ -246,6 +246,12 @@ def logsumexp(x, axis=-1, *, keepdims=False, backend=None):
     array([[0.6931472, 0.6931472, 0.6931472, 0.6931472]], dtype=float32)
     """
     mantissa, exponent, result_dtype = reduce_rows("sum_exp_pair", x, axis, backend)
+    if mantissa.ndim == 0 and result_dtype == np.float32:
+        # One row: the same float64 operations on Python floats (np.log itself, so the same log as
+        # for many rows), about 5 us less than NumPy's calls on 0-d arrays.
+        value = -math.inf if mantissa == 0 else float(np.log(mantissa)) + float(exponent) * LN2
+        result = np.float32(value)
+        return np.expand_dims(result, axis) if keepdims and np.ndim(x) > 0 else result
     # log M + E ln 2, and -inf where M = 0 (an empty row, or only -inf) without NumPy's divide
     # warning: np.errstate would cost more than the rest of a short row's call
     zero = mantissa == 0
