@@ -206,6 +206,8 @@ def apply_rows(operation, x, axis, out, backend):
 
 def axis_to_last(a, axis):
     """The view of `a` with `axis` moved last, as np.moveaxis (which costs microseconds more)."""
+    if a.ndim == 2:  # the common case, axis 0 of a matrix
+        return a.T
     order = list(range(a.ndim))
     order.append(order.pop(axis))
     return a.transpose(order)
@@ -213,6 +215,8 @@ def axis_to_last(a, axis):
 
 def last_to_axis(a, axis):
     """The inverse of axis_to_last."""
+    if a.ndim == 2:
+        return a.T
     order = list(range(a.ndim - 1))
     order.insert(axis, a.ndim - 1)
     return a.transpose(order)
