@@ -6,8 +6,10 @@ the NumPy expressions and the peers installed) x backend x size.
 
 Each case also checks its output (rows sum to 1, the codes match the NumPy reference, ...), so
 the disabled run is a real correctness pass. Cases, buffers and conventions come from
-softmaxlib.bench: short rows are batched (bench.batch_rows), out-of-cache sizes rotate over
-several buffer sets (bench.make_buffers). extra_info, per call of `rows` rows of n elements: n,
+softmaxlib.bench: short rows are batched (bench.batch_rows); a call on more than
+bench.COLD_BYTES is cold: every cache line of its buffers is flushed before each timed round, in
+pedantic's setup (or, without the C extension, rounds rotate over several buffer sets;
+bench.make_buffers). extra_info, per call of `rows` rows of n elements: n,
 rows, elements, kernel, family, isa (the backend; the peer's name for a peer), cache
 ("hot"/"cold"), blocksize (quantization), bytes_moved (the catalog kernel's traffic in bytes *
 elements, None without one) and bytes_in_out (effective GB/s = bytes_in_out / time).
@@ -60,8 +62,15 @@ def row_buffers():
     cache.clear()
 
 
-def run_case(benchmark, func, arg_sets, rounds):
-    """Benchmarks func(*args) over the argument sets; returns (the args of the last call, its result)."""
+def run_case(benchmark, func, arg_sets, rounds, buffers):
+    """Benchmarks func(*args) over the argument sets of buffers; returns (the args of the last
+    call, its result). Flushed buffers: one round per call, after bench.flush in the setup."""
+    if buffers.flush:
+        def flushed():
+            bench.flush(buffers.sets[0])
+            return arg_sets[0], {}
+
+        return arg_sets[0], benchmark.pedantic(func, setup=flushed, rounds=rounds, warmup_rounds=1)
     if len(arg_sets) == 1:
         return arg_sets[0], benchmark(func, *arg_sets[0])
     rotation = itertools.cycle(arg_sets)
@@ -121,7 +130,7 @@ def test_row_case(benchmark, row_buffers, name, backend, n):
     for _, y in buffers.sets:
         y.fill(np.nan)  # a kernel that skips elements fails the check
     func, arg_sets = case.build(backend, buffers)
-    args, result = run_case(benchmark, func, arg_sets, COLD_ROUNDS.get(backend, DEFAULT_COLD_ROUNDS))
+    args, result = run_case(benchmark, func, arg_sets, COLD_ROUNDS.get(backend, DEFAULT_COLD_ROUNDS), buffers)
     check_row_output(case, args, result)
 
 
@@ -143,7 +152,7 @@ def test_quant_case(benchmark, name, backend, blocksize, n):
             q.fill(0)
             absmax.fill(np.nan)
     func, arg_sets = case.build(backend, buffers)
-    args, result = run_case(benchmark, func, arg_sets, COLD_ROUNDS.get(backend, DEFAULT_COLD_ROUNDS))
+    args, result = run_case(benchmark, func, arg_sets, COLD_ROUNDS.get(backend, DEFAULT_COLD_ROUNDS), buffers)
     code = _codebooks.create_dynamic_map()
     if case.name == "quantize_blockwise":
         _, _, _, q, absmax = args

@@ -1,8 +1,10 @@
-/* CPU feature detection, the build version and the bandwidth probe's streams.
+/* CPU feature detection, the build version, the bandwidth probe's streams and
+ * the benchmark's cache flush.
  * Compiled for baseline x86-64: it must run on any CPU to tell what it has. */
 #include <stdint.h>
 #include <cpuid.h>
 #include <xmmintrin.h>
+#include <emmintrin.h>
 #include "softmaxlib.h"
 
 #ifndef SML_VERSION
@@ -58,4 +60,23 @@ uint64_t sml_stream_read(const uint64_t *words, int64_t count) {
 
 void sml_stream_read_write(uint64_t *words, int64_t count) {
     for (int64_t i = 0; i < count; i++) words[i] += 1;
+}
+
+/* Evicts every cache line of [start, start + bytes) from every level of the
+ * cache hierarchy (dirty lines are written back): CLFLUSH is SSE2, baseline
+ * x86-64, and unprivileged, so it works in a VM as well.  One CLFLUSH per 64
+ * bytes, the line size of every x86-64 CPU in use (CPUID leaf 1 reports it as
+ * the CLFLUSH line size; lines longer than the step would only be flushed
+ * twice, lines shorter than it would be missed: none are known); the
+ * first line is the one holding start, whatever its alignment, and the last
+ * the one holding start + bytes - 1.  The MFENCE orders the flushes before
+ * any later load or store, so a timed call that follows starts with none of
+ * these lines in cache. */
+void sml_flush_cache_lines(const void *start, int64_t bytes) {
+    if (bytes <= 0) return;
+    const uintptr_t first = (uintptr_t)start & ~(uintptr_t)63;
+    const uintptr_t end = (uintptr_t)start + (uintptr_t)bytes;
+    for (uintptr_t line = first; line < end; line += 64)
+        _mm_clflush((const void *)line);
+    _mm_mfence();
 }

@@ -47,6 +47,13 @@ void sml_set_mxcsr(uint32_t value);
 uint64_t sml_stream_read(const uint64_t *words, int64_t count);
 void sml_stream_read_write(uint64_t *words, int64_t count);
 
+/* Cold benchmarks (softmaxlib/bench.py): evicts every cache line of
+ * [start, start + bytes) from all cache levels, writing dirty lines back
+ * (CLFLUSH, then MFENCE).  Any start alignment and any length; bytes <= 0
+ * does nothing.  Steps by 64 bytes: assumes the 64-byte cache line of every
+ * x86-64 CPU in use (longer lines would just be flushed more than once). */
+void sml_flush_cache_lines(const void *start, int64_t bytes);
+
 /* exp_nonpositive: the vector exp of every softmax kernel, exported so that
  * the tests can check it over every float32 input: e[i] = exp(t[i]) for
  * t[i] <= 0 or NaN, +0 below ln(FLT_MIN) (csrc/exp_constants.h). */

@@ -10,7 +10,8 @@
 
 This module parses the options, prints, writes the JSON and the plot, and compares runs; what a
 case is and how it is timed is softmaxlib.bench (warm-up, then the median of samples of many
-calls, on float32 input from one distribution of bench.INPUTS, outputs preallocated unless the
+calls; above 2 MiB a call, "cold", of single calls each after flushing its buffers from the
+cache, on every machine; on float32 input from one distribution of bench.INPUTS, outputs preallocated unless the
 call allocates). --quick also runs the softmax kernels and the peers on U(-80, 80), each in the
 row after the same case on N(0, 1): on Intel cores, where subnormal results take microcode
 assists, that row can be many times slower (quick_inputs). Per case: ns per element,
@@ -56,7 +57,7 @@ MAX_SIZE = 1 << 30
 @dataclass(frozen=True)
 class Suite:
     """A preset of `softmaxlib bench --suite NAME`: what it measures unless the options say
-    otherwise. backends None: every usable one. batch, rotate, warmup: as bench.run. pivot: the
+    otherwise. backends None: every usable one. batch, cold, warmup: as bench.run. pivot: the
     fields of the rows of a summary table of ns per element, one column per kernel."""
 
     about: str
@@ -66,7 +67,7 @@ class Suite:
     blocksizes: tuple = (bench.QUANT_BLOCKSIZE,)
     backends: Optional[tuple] = None
     batch: bool = True
-    rotate: bool = True
+    cold: bool = True
     warmup: int = 1
     pivot: Optional[tuple] = None
 
@@ -77,7 +78,7 @@ SUITES = {
     "crossover": Suite("where two-pass overtakes three-pass: one row of n, the same buffers on every call",
                        ("softmax_reload", "softmax_reload_exact", "softmax_two_pass", "log_softmax_reload",
                         "log_softmax_two_pass"), tuple(1 << k for k in range(10, 26)), repeats=9,
-                       batch=False, rotate=False, warmup=2, pivot=("backend", "n")),
+                       batch=False, cold=False, warmup=2, pivot=("backend", "n")),
     "stablemax": Suite("StableMax, log-StableMax and the cross-entropy with its gradient, against NumPy",
                        ("numpy_stablemax", "numpy_log_stablemax", "numpy_stablemax_cross_entropy", "stablemax",
                         "log_stablemax", "stablemax_cross_entropy"), (1000, 100_000, 1 << 24), repeats=11),
@@ -554,12 +555,12 @@ def run_command(argv):
     _check_outputs(parser, args)
 
     started = time.perf_counter()
-    bw = bench.bandwidth(4 * bench.llc_bytes())
+    bw = bench.bandwidth()
     info = machine_info(bw)
     _print_machine(info)
     print(f"bandwidth probe, {bw.nbytes >> 20} MiB: read {bw.read_gb_s:.1f} GB/s, "
           f"read+write {bw.read_write_gb_s:.1f} GB/s")
-    for line in notes:
+    for line in notes + bench.cold_notes():
         print(line)
     on_terminal = sys.stderr.isatty()
 
@@ -575,7 +576,7 @@ def run_command(argv):
     print(HEADER, flush=True)
     settings = suite or Suite("", (), (), repeats)
     results = bench.run(cases, sizes, backends, inputs=inputs, repeats=repeats, warmup=settings.warmup, bw=bw,
-                        batch=settings.batch, rotate=settings.rotate, on_start=on_start, on_result=on_result)
+                        batch=settings.batch, cold=settings.cold, on_start=on_start, on_result=on_result)
     for line in format_input_ratios(results):
         print(line)
     if settings.pivot and results:

@@ -11,7 +11,8 @@ The command `softmaxlib bench` (softmaxlib/_bench_cli.py) and the pytest-benchma
   and returns one Result per case; latency(sizes) times the public calls on one short row
   against np.exp, SciPy and PyTorch, and their overhead over the bare kernel.
 - time_callable(func, arg_sets) is the one timing method: warm-up, then the median of repeated
-  samples of many calls.
+  samples of many calls; time_flushed(func, args, buffers) times cold calls one by one, each
+  after flushing the cache lines of its buffers.
 - bandwidth(nbytes) measures memory bandwidth with the C probe streams (csrc/softmaxlib.h:
   sml_stream_read, sml_stream_read_write); roofline_ns() turns a kernel's traffic, read from
   the catalog, into the time memory alone would take.
@@ -23,10 +24,12 @@ Conventions:
 - n is the row length (for quantization, the number of elements). Small rows are timed as a
   batch of `rows` rows (about HOT_ELEMENTS elements, in+out within the L2 cache) so the call
   overhead is amortised; every per-element figure divides by rows * n.
-- A case is "hot" (in cache) when the data of one call fit in half the last-level cache: the
-  same buffers are reused. Otherwise it is "cold" (out of cache): calls rotate over several
-  buffer sets totalling at least twice the last-level cache, so no call finds its data left in
-  cache by the previous one.
+- A case is "hot" when the data of one call (its inputs and outputs) are at most COLD_BYTES
+  (2 MiB): the same buffers are reused, so they stay in cache. Above that it is "cold", on every
+  machine whatever cache sizes its CPU reports: before each timed call, outside the timed region,
+  every cache line of its buffers is flushed from all cache levels (sml_flush_cache_lines), and
+  the calls are timed one by one (time_flushed). Without the C extension cold calls rotate instead
+  over buffer sets totalling ROTATION_BYTES (cold_notes() says so).
 - Effective bandwidth, GB/s = (bytes in + bytes out) / time (8 bytes per element for softmax,
   5 for quantization), whatever the algorithm's actual traffic, so algorithms with different
   numbers of passes compare fairly.
@@ -107,24 +110,51 @@ def draw(distribution, shape, seed=0):
     return x
 
 
-# --- cache size and buffer rotation -------------------------------------------------------------
+# --- hot and cold -------------------------------------------------------------------------------
 
-def llc_bytes():
-    """Size of the last-level cache in bytes, as read at import (softmaxlib._dispatch)."""
-    return _dispatch.LAST_LEVEL_CACHE_BYTES
+# A call whose data (bytes in + bytes out) exceed this is timed cold. A property of the size, not of
+# the cache sizes the CPU reports (a VM may report its host's): 2 MiB is at least the L2 of a core
+# of current x86-64 CPUs, so hot cases of up to 2 MiB run from L2 or L3, and cold ones from memory.
+COLD_BYTES = 2 << 20
+# Without the C extension (no flush), a cold case rotates over buffer sets totalling this much, so
+# that a call finds its data evicted by the calls on the other sets. Fixed, not sized from the
+# reported last-level cache: 256 MiB exceeds the L3 that one core can use on most CPUs (e.g. 96 MiB
+# per CCD on AMD's largest), at most 2 x 128 MiB of memory for 2^24 rows; a cache larger than
+# 256 MiB would hold the sets, and those cold figures would be too fast.
+ROTATION_BYTES = 256 << 20
+PROBE_BYTES = 64 << 20  # the bandwidth probe's buffer, flushed before each pass
 
 
-def is_hot(set_bytes, llc=None):
-    """Whether one call's data (set_bytes) stays in cache between calls: within half the LLC."""
-    return set_bytes <= (llc or llc_bytes()) // 2
+def is_hot(set_bytes):
+    """Whether a call on set_bytes of data (in + out) is timed hot: at most COLD_BYTES."""
+    return set_bytes <= COLD_BYTES
 
 
-def buffer_count(set_bytes, llc=None):
-    """How many buffer sets of set_bytes each to rotate over: 1 if hot, else >= 2 and >= 2 x LLC."""
-    llc = llc or llc_bytes()
-    if is_hot(set_bytes, llc):
-        return 1
-    return max(2, math.ceil(2 * llc / set_bytes))
+def can_flush():
+    """Whether cold calls flush the cache (the C extension is built) rather than rotate."""
+    return _dispatch.lib is not None
+
+
+def flush(arrays):
+    """Evicts every cache line of each array (contiguous NumPy arrays) from all cache levels,
+    dirty lines written back first (sml_flush_cache_lines: CLFLUSH per 64 bytes, then MFENCE)."""
+    ffi, lib = _dispatch.ffi, _dispatch.lib
+    for array in arrays:
+        lib.sml_flush_cache_lines(ffi.from_buffer(array), array.nbytes)
+
+
+def rotation_count(set_bytes):
+    """Buffer sets of set_bytes each that a cold case rotates over without the C extension:
+    at least 2, totalling at least ROTATION_BYTES."""
+    return max(2, math.ceil(ROTATION_BYTES / set_bytes))
+
+
+def cold_notes():
+    """Lines on how cold cases are made cold here, when it is not the flush."""
+    if can_flush():
+        return []
+    return [f"C extension not built: cold cases rotate over buffer sets of {ROTATION_BYTES >> 20} MiB in all "
+            f"instead of flushing the cache before each call (a cache that large would hold them)"]
 
 
 # --- timing -------------------------------------------------------------------------------------
@@ -150,8 +180,8 @@ def time_callable(func, arg_sets=((),), *, repeats=15, warmup=1, min_sample_ns=M
     Samples: `repeats`, cut down to what fits in max_seconds but never below min_repeats. The
     garbage collector is off while timing. The loop adds some 30 ns to every call (a call of
     len(x) shows it), the same for everything timed.
-    For out-of-cache timings pass several argument sets whose buffers total more than the
-    last-level cache (see buffer_count).
+    Out-of-cache timings: time_flushed, or several argument sets whose buffers total more than
+    the cache (rotation_count).
     """
     arg_sets = [tuple(args) for args in arg_sets]
     if not arg_sets:
@@ -191,6 +221,41 @@ def time_callable(func, arg_sets=((),), *, repeats=15, warmup=1, min_sample_ns=M
                   calls_per_sample=per_sample)
 
 
+def time_flushed(func, args, buffers, *, repeats=15, warmup=1, max_seconds=MAX_CASE_SECONDS,
+                 min_repeats=MIN_REPEATS):
+    """Times func(*args) cold: `warmup` calls, then per sample one call timed alone with
+    time.perf_counter_ns, after flushing every cache line of `buffers` (the arrays it reads and
+    writes) outside the timed region. Samples: `repeats`, fewer once max_seconds (flushes
+    included) have passed, but never below min_repeats. The garbage collector is off while
+    timing. Needs the C extension (can_flush())."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, not {repeats}")
+    args = tuple(args)
+    ffi, lib = _dispatch.ffi, _dispatch.lib
+    lines = [(ffi.from_buffer(array), array.nbytes) for array in buffers]
+    for _ in range(warmup):
+        func(*args)
+    clock = time.perf_counter_ns
+    enough = min(repeats, min_repeats)
+    times = []
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        began = clock()
+        while len(times) < repeats:
+            for pointer, nbytes in lines:
+                lib.sml_flush_cache_lines(pointer, nbytes)
+            start = clock()
+            func(*args)
+            times.append(max(clock() - start, 1))
+            if len(times) >= enough and clock() - began > max_seconds * 1e9:
+                break
+    finally:
+        if enabled:
+            gc.enable()
+    return Timing(median_ns=statistics.median(times), min_ns=min(times), samples=len(times), calls_per_sample=1)
+
+
 # --- bandwidth probe and roofline ---------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -221,13 +286,15 @@ class Bandwidth:
 def bandwidth(nbytes=None, *, repeats=7):
     """Measures read and read+write bandwidth over a buffer of nbytes (rounded down to 8 bytes).
 
-    nbytes defaults to 4 x the last-level cache, i.e. main memory. Each stream gets one warm-up
-    pass, then the median of `repeats` samples (time_callable). Uses the C probe streams, or
-    np.bitwise_xor.reduce and np.add(words, 1, out=words) when the C extension is not built
-    (Bandwidth.source says which).
+    With the C extension: the C probe streams over PROBE_BYTES by default, measured cold as the
+    cold cases are: one warm-up pass, then the median of `repeats` passes each timed alone after
+    flushing the buffer from every cache level (time_flushed), so it is main memory's bandwidth
+    whatever the cache sizes. Without it: np.bitwise_xor.reduce and np.add(words, 1, out=words)
+    over ROTATION_BYTES by default, reused (time_callable), as cold cases rotate there.
+    Bandwidth.source says which.
     """
     if nbytes is None:
-        nbytes = 4 * llc_bytes()
+        nbytes = PROBE_BYTES if can_flush() else ROTATION_BYTES
     count = int(nbytes) // 8
     if count < 1:
         raise ValueError(f"nbytes must be at least 8, not {nbytes}")
@@ -251,9 +318,13 @@ def bandwidth(nbytes=None, *, repeats=7):
             np.add(words, 1, out=words)
 
         source = "NumPy fallback (C extension not built)"
-    budget = dict(repeats=repeats, min_sample_ns=200_000, max_seconds=0.5)
-    read_time = time_callable(read, **budget)
-    read_write_time = time_callable(read_write, **budget)
+    if can_flush():
+        read_time = time_flushed(read, (), [words], repeats=repeats, max_seconds=0.5)
+        read_write_time = time_flushed(read_write, (), [words], repeats=repeats, max_seconds=0.5)
+    else:
+        budget = dict(repeats=repeats, min_sample_ns=200_000, max_seconds=0.5)
+        read_time = time_callable(read, **budget)
+        read_write_time = time_callable(read_write, **budget)
     return Bandwidth(nbytes=count * 8, read_gb_s=count * 8 / read_time.median_ns,
                      read_write_gb_s=2 * count * 8 / read_write_time.median_ns, source=source,
                      samples=min(read_time.samples, read_write_time.samples))
@@ -363,12 +434,10 @@ def batch_rows(n):
     return max(1, HOT_ELEMENTS // n)
 
 
-def make_inputs(n, rows=None, llc=None, seed=0, distribution="normal", rotate=True):
-    """Buffer sets [(x, y)] of shape (rows, n) float32 for row length n: one set if hot (or not
-    rotate), else buffer_count() sets. x is drawn from `distribution` (a name of INPUTS), the
-    same values in every set; y is zeroed."""
+def make_inputs(n, rows=None, seed=0, distribution="normal", count=1):
+    """`count` buffer sets [(x, y)] of shape (rows, n) float32 for row length n. x is drawn from
+    `distribution` (a name of INPUTS), the same values in every set; y is zeroed."""
     rows = batch_rows(n) if rows is None else rows
-    count = buffer_count(8 * rows * n, llc) if rotate else 1
     x = draw(distribution, (rows, n), seed)
     sets = []
     for index in range(count):
@@ -378,11 +447,10 @@ def make_inputs(n, rows=None, llc=None, seed=0, distribution="normal", rotate=Tr
     return sets
 
 
-def make_quant_inputs(n, blocksize=QUANT_BLOCKSIZE, llc=None, seed=0, distribution="normal", rotate=True):
-    """Buffer sets [(x, q, absmax, out)] of n elements: x float32 drawn from `distribution`, q and
-    absmax its codes (signed dynamic map) from the NumPy reference, so dequantize has real
-    input, out float32 zeroed. One set if the 5n bytes of one call are hot (or not rotate)."""
-    count = buffer_count(5 * n, llc) if rotate else 1
+def make_quant_inputs(n, blocksize=QUANT_BLOCKSIZE, seed=0, distribution="normal", count=1):
+    """`count` buffer sets [(x, q, absmax, out)] of n elements: x float32 drawn from
+    `distribution`, q and absmax its codes (signed dynamic map) from the NumPy reference, so
+    dequantize has real input, out float32 zeroed."""
     x = draw(distribution, n, seed)
     q, absmax = numpy_quantize(x, _codebooks.search_tables(_codebooks.create_dynamic_map()).midpoints[:-1],
                                blocksize)
@@ -393,7 +461,9 @@ def make_quant_inputs(n, blocksize=QUANT_BLOCKSIZE, llc=None, seed=0, distributi
 class Buffers:
     """The buffer sets that the cases of one kind, size and input share. kind "rows": sets
     [(x, y)] of (rows, n) float32; kind "quant": [(x, q, absmax, out)] of n elements (rows 1),
-    for `blocksize`. Cases only write their outputs, so they can share them."""
+    for `blocksize`. Cases only write their outputs, so they can share them. cache: "cold" if the
+    calls are timed out of cache, then flush says how: True, flush the set's arrays before each
+    call (one set); False, rotate over the sets."""
 
     kind: str
     n: int
@@ -402,29 +472,35 @@ class Buffers:
     blocksize: Optional[int]
     cache: str
     sets: list
+    flush: bool = False
 
     @property
     def elements(self):
         return self.rows * self.n
 
 
-def make_buffers(kind, n, distribution="normal", *, blocksize=None, llc=None, batch=True, rotate=True):
-    """Buffers of a kind for size n. batch: short rows batched to ~HOT_ELEMENTS (else one row);
-    rotate: several sets when cold (else one set, reused: the data stay in whatever cache level
-    holds them)."""
-    llc = llc or llc_bytes()
+def make_buffers(kind, n, distribution="normal", *, blocksize=None, batch=True, cold=True):
+    """Buffers of a kind for size n. batch: short rows batched to ~HOT_ELEMENTS (else one row).
+    cold: a call on more than COLD_BYTES is timed cold (flushed, or rotating over
+    rotation_count() sets without the C extension); else every size is timed hot, on one set
+    reused, its data in whatever cache level holds them."""
     if kind == "rows":
         rows = batch_rows(n) if batch else 1
-        sets = make_inputs(n, rows, llc, distribution=distribution, rotate=rotate)
         set_bytes = 8 * rows * n
     elif kind == "quant":
         rows, blocksize = 1, blocksize or QUANT_BLOCKSIZE
-        sets = make_quant_inputs(n, blocksize, llc, distribution=distribution, rotate=rotate)
         set_bytes = 5 * n
     else:
         raise ValueError(f"unknown kind of buffers {kind!r}")
+    timed_cold = cold and not is_hot(set_bytes)
+    flushed = timed_cold and can_flush()
+    count = rotation_count(set_bytes) if timed_cold and not flushed else 1
+    if kind == "rows":
+        sets = make_inputs(n, rows, distribution=distribution, count=count)
+    else:
+        sets = make_quant_inputs(n, blocksize, distribution=distribution, count=count)
     return Buffers(kind, n, rows, distribution, blocksize if kind == "quant" else None,
-                   "hot" if is_hot(set_bytes, llc) else "cold", sets)
+                   "cold" if timed_cold else "hot", sets, flushed)
 
 
 # --- cases --------------------------------------------------------------------------------------
@@ -596,7 +672,8 @@ def all_cases():
 class Result:
     """One timed case. Times are per call of `rows` rows of n elements; see the module docstring.
 
-    kernel: the case's name. blocksize: quantization cases only. buffers: the sets rotated over.
+    kernel: the case's name. blocksize: quantization cases only. cache: "hot" or "cold" (see the
+    module docstring). buffers: the sets rotated over (1 when hot, or cold by flushing).
     gb_per_s: effective, bytes_in_out * elements / time. roofline_ns: the time memory alone
     takes for the catalog kernel's traffic (None without one); roofline_fraction = roofline_ns /
     median_ns, cold cases only. speedup_vs_numpy: the baseline's time / this time, when the run
@@ -633,7 +710,11 @@ def measure(case, backend, buffers, *, bw=None, repeats=15, warmup=1, max_second
     Result. bw: a Bandwidth for the roofline (None: no roofline); baseline_ns: the NumPy
     baseline's median on the same buffers."""
     func, arg_sets = case.build(backend, buffers)
-    timing = time_callable(func, arg_sets, repeats=repeats, warmup=warmup, max_seconds=max_seconds)
+    if buffers.flush:
+        timing = time_flushed(func, arg_sets[0], buffers.sets[0], repeats=repeats, warmup=warmup,
+                              max_seconds=max_seconds)
+    else:
+        timing = time_callable(func, arg_sets, repeats=repeats, warmup=warmup, max_seconds=max_seconds)
     elements = buffers.elements
     kernel_id = case.kernel_of(backend, buffers.n) if case.kernel_of else None
     roofline = roofline_ns(kernel_id, elements, bw) if kernel_id and bw else None
@@ -674,13 +755,13 @@ def plan(cases, sizes, backends, inputs_of):
 
 
 def run(cases, sizes=DEFAULT_SIZES, backends=None, *, inputs=("normal",), repeats=15, warmup=1, bw=None,
-        batch=True, rotate=True, max_seconds=MAX_CASE_SECONDS, on_result=None, on_start=None):
+        batch=True, cold=True, max_seconds=MAX_CASE_SECONDS, on_result=None, on_start=None):
     """Times cases x backends x sizes x inputs; returns [Result] in plan() order.
 
     cases: Case objects or names of all_cases() (quantization cases run at their blocksize).
     sizes: row lengths n. backends: default every usable backend. inputs: names of INPUTS, or a
     function case -> names. bw: a Bandwidth for the roofline; default bandwidth() (main
-    memory). batch, rotate: see make_buffers. on_start(index, count, case, backend, n, input)
+    memory). batch, cold: see make_buffers. on_start(index, count, case, backend, n, input)
     before and on_result(result) after each case. The buffers of one size, kind and input are
     made once and shared by its cases.
     """
@@ -700,7 +781,6 @@ def run(cases, sizes=DEFAULT_SIZES, backends=None, *, inputs=("normal",), repeat
         raise ValueError(f"sizes must be positive, not {sizes}")
     if bw is None:
         bw = bandwidth()
-    llc = llc_bytes()
     runs = plan(cases, sizes, backends, inputs_of)
     results, buffers, baseline_ns = [], {}, {}
     for index, (case, backend, n, distribution) in enumerate(runs):
@@ -710,8 +790,8 @@ def run(cases, sizes=DEFAULT_SIZES, backends=None, *, inputs=("normal",), repeat
         if n not in {b.n for b in buffers.values()}:
             buffers.clear()  # before the next size allocates
         if key not in buffers:
-            buffers[key] = make_buffers(case.buffers, n, distribution, blocksize=case.blocksize, llc=llc,
-                                        batch=batch, rotate=rotate)
+            buffers[key] = make_buffers(case.buffers, n, distribution, blocksize=case.blocksize, batch=batch,
+                                        cold=cold)
         result = measure(case, backend, buffers[key], bw=bw, repeats=repeats, warmup=warmup, max_seconds=max_seconds,
                          baseline_ns=baseline_ns.get((case.baseline, key)))
         if case.is_baseline:

@@ -150,27 +150,85 @@ def test_measured_cases_write_their_outputs():
             assert bench.sum_error(y, "log_" in name) < 1e-4
 
 
-def test_run_out_of_cache_rotates_buffers(monkeypatch, small_probe):
-    llc = 1 << 18  # pretend the last-level cache is 256 KiB, so n = 1e5 is out of cache
-    monkeypatch.setattr(bench, "llc_bytes", lambda: llc)
+needs_c = pytest.mark.skipif(_dispatch.lib is None, reason="the C extension is not built")
+
+
+@needs_c
+@pytest.mark.parametrize("offset, length", [(0, 4096), (3, 1000), (63, 1), (1, 64 * 7 + 5), (5, 0)])
+def test_flush_cache_lines(offset, length):
+    """sml_flush_cache_lines takes any start and length (evicting lines changes no byte); and
+    bench.flush takes arrays, an unaligned view included."""
+    data = np.arange(8192, dtype=np.uint8)
+    expected = data.copy()
+    _dispatch.lib.sml_flush_cache_lines(_dispatch.ffi.from_buffer(data[offset:]), length)
+    assert np.array_equal(data, expected)
+    view = np.frombuffer(data.data, np.float32, count=100, offset=1)  # misaligned float32
+    bench.flush([data, view, np.empty(0, np.float32)])
+    assert np.array_equal(data, expected)
+
+
+@needs_c
+def test_time_flushed_times_calls_one_by_one():
+    seen, buffer = [], np.ones(1 << 12, np.float32)
+    timing = bench.time_flushed(seen.append, ("a",), [buffer], repeats=4, warmup=2)
+    assert timing.samples == 4 and timing.calls_per_sample == 1
+    assert seen == ["a"] * 6  # the warm-up calls, then one call per sample
+    assert 0 < timing.min_ns <= timing.median_ns
+    cut = bench.time_flushed(seen.append, ("a",), [buffer], repeats=50, max_seconds=0, min_repeats=3)
+    assert cut.samples == 3  # out of time: never fewer than min_repeats
+
+
+def test_hot_or_cold_by_size_alone(monkeypatch):
+    """Cold means more than COLD_BYTES a call (in + out), whatever last-level cache is reported."""
+    monkeypatch.setattr(_dispatch, "LAST_LEVEL_CACHE_BYTES", 300 << 20)  # a VM reporting its host's L3
+    assert bench.is_hot(bench.COLD_BYTES) and not bench.is_hot(bench.COLD_BYTES + 1)
+    assert bench.make_buffers("rows", 1 << 18).cache == "hot"  # 8 * 2^18 bytes: exactly 2 MiB
+    assert bench.make_buffers("rows", (1 << 18) + 1).cache == "cold"
+    assert bench.make_buffers("quant", 1 << 20).cache == "cold"  # 5 MiB
+    assert bench.make_buffers("rows", 1 << 10).cache == "hot"
+    assert bench.make_buffers("rows", 1 << 20, cold=False).cache == "hot"
+
+
+@needs_c
+def test_quick_like_run_has_cold_cases_with_roofline(monkeypatch, small_probe):
+    """As `softmaxlib bench --quick` on a VM reporting a 300 MiB L3: a size above 2 MiB a call
+    (4 MB of rows, 2.5 MB for quantization) is cold, flushed (one buffer set), and its catalog
+    kernels show their roofline fraction."""
+    monkeypatch.setattr(_dispatch, "LAST_LEVEL_CACHE_BYTES", 300 << 20)
     backend = softmaxlib.backends()[0]
-    results = bench.run(["softmax_reload", "numpy_softmax"], [100_000], [backend], repeats=2, bw=small_probe,
+    results = bench.run(["softmax_reload", "quantize_blockwise", "numpy_softmax"], [1 << 10, 500_000], [backend],
+                        repeats=2, bw=small_probe, max_seconds=0.05)
+    baselines = baselines_of(results)
+    for result in results:
+        check_result(result, baselines)
+        assert result.cache == ("cold" if result.n == 500_000 else "hot") and result.buffers == 1
+    cold = [r for r in results if r.cache == "cold" and r.family != "numpy"]
+    assert {r.kernel for r in cold} == {"softmax_reload", "quantize_blockwise"}
+    assert all(r.roofline_fraction is not None and r.samples == 2 and r.calls_per_sample == 1 for r in cold)
+
+
+def test_run_cold_without_flush_rotates_buffers(monkeypatch, small_probe):
+    """Without the C extension's flush, cold calls rotate over sets totalling ROTATION_BYTES."""
+    monkeypatch.setattr(bench, "can_flush", lambda: False)
+    monkeypatch.setattr(bench, "ROTATION_BYTES", 8 << 20)  # small for the test
+    assert bench.cold_notes() and "rotate" in bench.cold_notes()[0]
+    backend = softmaxlib.backends()[0]
+    results = bench.run(["softmax_reload", "numpy_softmax"], [300_000], [backend], repeats=2, bw=small_probe,
                         max_seconds=0.05)
     assert [(r.kernel, r.backend) for r in results] == [("numpy_softmax", "numpy"), ("softmax_reload", backend)]
     baselines = baselines_of(results)
     for result in results:
         assert result.cache == "cold" and result.buffers >= 2
-        assert result.buffers * 8 * result.rows * result.n >= 2 * llc
+        assert result.buffers * 8 * result.rows * result.n >= 8 << 20
         check_result(result, baselines)
     assert results[1].roofline_fraction is not None
 
 
-def test_run_without_rotation_or_batching(monkeypatch, small_probe):
-    """The crossover suite's buffers: one row, the same set on every call, even out of cache."""
-    monkeypatch.setattr(bench, "llc_bytes", lambda: 1 << 18)
-    [result] = bench.run(["softmax_two_pass"], [100_000], [softmaxlib.backends()[0]], repeats=1, bw=small_probe,
-                         batch=False, rotate=False, max_seconds=0.05)
-    assert (result.rows, result.buffers, result.cache) == (1, 1, "cold")
+def test_run_without_cold_or_batching(small_probe):
+    """The crossover suite's buffers: one row, the same set on every call, even above COLD_BYTES."""
+    [result] = bench.run(["softmax_two_pass"], [300_000], [softmaxlib.backends()[0]], repeats=1, bw=small_probe,
+                         batch=False, cold=False, max_seconds=0.05)
+    assert (result.rows, result.buffers, result.cache) == (1, 1, "hot")
 
 
 def test_run_rejects_unknown_names(small_probe):
@@ -193,7 +251,7 @@ def test_draw_inputs(name, half_width):
     assert x.dtype == np.float32 and x.shape == (4, 5000) and np.isfinite(x).all()
     assert np.array_equal(x, bench.draw(name, (4, 5000), seed=3))  # the seed decides
     assert not np.array_equal(x, bench.draw(name, (4, 5000), seed=4))
-    sets = bench.make_inputs(1000, rows=3, llc=1 << 30, distribution=name)
+    sets = bench.make_inputs(1000, rows=3, distribution=name)
     assert np.array_equal(sets[0][0], bench.draw(name, (3, 1000)))  # seed 0 by default
     if half_width is None:  # the values the benchmarks always used
         assert np.array_equal(x, np.random.default_rng(3).standard_normal((4, 5000), dtype=np.float32))

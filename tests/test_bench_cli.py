@@ -109,13 +109,19 @@ def test_inputs_in_table_json_and_compare(tmp_path, capsys):
 def test_quick_runs_uniform80_next_to_normal():
     """--quick (sizes cut down here) runs every softmax kernel and peer on U(-80, 80) in the row after
     the same case on N(0, 1); StableMax (no exp), quantize and dequantize on N(0, 1) only."""
-    completed = run_cli("--quick", "--sizes", "2^8", "--repeats", "1")
+    completed = run_cli("--quick", "--sizes", "2^8,2^19", "--repeats", "1")
     assert completed.returncode == 0, completed.stderr
     rows = table_rows(completed.stdout)
     normal_only = {"stablemax", "quantize_blockwise", "dequantize_blockwise"}
     expected = expected_order(_bench_cli.QUICK_KERNELS, softmaxlib.backends(),
                               lambda name: ["normal"] + ([] if name in normal_only else ["uniform80"]))
-    assert [(row[0], row[1], row[3]) for row in rows] == expected
+    assert [(row[0], row[1], row[3]) for row in rows] == 2 * expected
+    # cold by size alone (more than 2 MiB a call: 4 MiB of rows, 2.5 MiB of quantization data),
+    # whatever the cache sizes: every such case with a catalog kernel shows its roofline fraction
+    for row in rows:
+        assert row[6] == ("cold" if row[2] == "2^19" else "hot")
+        has_roofline = row[2] == "2^19" and CASES[row[0]].kernel_of is not None
+        assert (row[-1] != "-") == has_roofline
     assert {"softmax_reload", "softmax_two_pass", "auto_softmax", "numpy_softmax"} <= {
         row[0] for row in rows if row[3] == "uniform80"}
     assert "U(-80, 80) against N(0, 1)" in completed.stdout
