@@ -30,6 +30,8 @@ def compute_dtype(dtype):
     returns float16; integers and bool become float64, as in SciPy. Byte order
     does not matter: results are in native order.
     """
+    if dtype.metadata is not None:  # == and hash ignore metadata: such a dtype must not be cached
+        return _compute_dtype(dtype)
     dtypes = _COMPUTE_DTYPES.get(dtype)
     if dtypes is None:
         dtypes = _COMPUTE_DTYPES[dtype] = _compute_dtype(dtype)

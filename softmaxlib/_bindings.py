@@ -1,12 +1,13 @@
 """The bound calls: one callable per (catalog kernel, backend, dtype), resolved once.
 
 One thin adapter per C signature (softmaxlib/_catalog.py SIGNATURES) passes arrays to the C
-kernel; the Numba twins take the same arrays. Callers (softmaxlib/_api.py, quant.py) pass
-arrays the kernel can take as they are: C-contiguous, of the kernel's dtype, outputs writable
-(the public functions check the user's `out=`); row kernels take rows along the last axis,
-of any number of dimensions. Nothing is reshaped or checked here but the alignment: NumPy
-arrays may start at any byte, C reads a float only at a multiple of 4, so the rare misaligned
-array is passed as an aligned copy (_run_realigned).
+kernel; the Numba twins take the same arrays (twin() reshapes rows to the (rows, n) they
+need). Callers (softmaxlib/_api.py, quant.py) pass arrays the kernel can take as they are:
+C-contiguous, of the kernel's dtype, outputs writable (the public functions check the user's
+`out=`); row kernels take rows along the last axis, of any number of dimensions; quantization
+kernels take flat arrays. Nothing is checked here but the alignment: NumPy arrays may start at
+any byte, C reads a float only at a multiple of 4, so the rare misaligned array is passed as an
+aligned copy (_run_realigned).
 """
 import importlib
 

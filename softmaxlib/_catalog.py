@@ -9,7 +9,7 @@ Every kernel is one entry of KERNELS, and one id names it in every layer:
     CLI, runtime_info() and the benchmarks: <id>
 
 From the catalog come the C build (the per-ISA declarations of the cffi cdef and the source
-list, build/build_ffi.py), the bound calls (softmaxlib/_bindings.py: one adapter per signature),
+list, build_ffi.py at the repository's root), the bound calls (softmaxlib/_bindings.py: one adapter per signature),
 the public variants, the tests' parametrization and the benchmark cases. Adding a row kernel
 is: write it in its family's template (csrc/<family>_kernels.h), its Numba twin, and one entry.
 """

@@ -301,9 +301,11 @@ def _fast_quantizer():
         absmax = empty(-(-size // blocksize), np.float32)
         kernel(size, from_buffer(floats, x), blocksize, *table_arguments, from_buffer(uint8s, q),
                from_buffer(floats, absmax))
-        # a NaN or inf (or a sum of absmax beyond FLT_MAX): the general path says which. One block,
-        # the common case, is read as a scalar: a NumPy reduction costs about 1 us
-        if nonfinite != "propagate" and not math.isfinite(absmax[0] if len(absmax) == 1 else absmax.sum()):
+        # a NaN or inf: the general path says which. One block, the common case, is read as a
+        # scalar (a NumPy reduction costs about 1 us); several are summed in float64, which no
+        # finite absmax can overflow
+        if nonfinite != "propagate" and not math.isfinite(absmax[0] if len(absmax) == 1 else
+                                                           absmax.sum(dtype=np.float64)):
             return None
         return q, QuantState._of_valid_fields(absmax=absmax, code=_DEFAULT_CODE.copy(), blocksize=blocksize,
                                               shape=x.shape, dtype=float32)
@@ -468,7 +470,8 @@ def dequantize_blockwise(q, state, *, out=None, backend=None):
         # the common case: straight to the default backend's kernel, bound once
         result = np.empty(state.shape, np.float32)
         if q.size:
-            _DEQUANTIZE(q, state.absmax, state.blocksize, state.code, result)
+            # flat arrays, as every quantization kernel takes them (the Numba twin indexes them flat)
+            _DEQUANTIZE(q.reshape(-1), state.absmax, state.blocksize, state.code, result.reshape(-1))
         return result
     backend = _dispatch.resolve(backend)
     if not isinstance(state, QuantState):

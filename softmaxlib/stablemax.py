@@ -12,6 +12,7 @@ NaN, a row of only -inf is NaN, and float32 outputs below FLT_MIN are flushed to
 row whose sum of s overflows (values near DBL_MAX) is summed again as s * 2^-64, which a finite
 row cannot overflow; the scaling is exact.
 """
+import math
 import operator
 
 import numpy as np
@@ -220,7 +221,8 @@ def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"label {labels[where]} at index {where} is out of range for {classes} classes")
     last = axis == x.ndim - 1
-    rows = np.ascontiguousarray(x if last else axis_to_last(x, axis), dtype=work_dtype).reshape(-1, classes)
+    rows = np.ascontiguousarray(x if last else axis_to_last(x, axis), dtype=work_dtype).reshape(
+        math.prod(expected_shape), classes)  # (not -1: classes may be 0)
     if counted is None:
         flat_labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
         count = labels.size

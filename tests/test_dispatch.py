@@ -266,3 +266,45 @@ def test_backends_agree(shape, axis, operation):
                 np.testing.assert_array_equal(y, outputs[0])
             else:
                 assert (np.abs(y.astype(np.float64) - outputs[0]) <= np.spacing(np.abs(outputs[0]))).all()
+
+
+NUMBA_DEFAULT_CALLS = """
+    import numpy as np, softmaxlib
+    from softmaxlib import quant, stablemax, two_pass
+    x = np.random.default_rng(5).standard_normal((4, 40)).astype(np.float32) * np.float32(10)
+    q, state = quant.quantize_blockwise(x, blocksize=16)
+    results = dict(
+        softmax=softmaxlib.softmax(x), log_softmax=softmaxlib.log_softmax(x), logsumexp=softmaxlib.logsumexp(x),
+        logsumexp_row=np.asarray(softmaxlib.logsumexp(x[0])), two_pass=two_pass.softmax(x),
+        stablemax=stablemax.stablemax(x), q=q, absmax=state.absmax, x_hat=quant.dequantize_blockwise(q, state),
+        x_hat_flat_q=quant.dequantize_blockwise(q.reshape(-1), state))
+    np.savez({path!r}, **results)
+    print("default", softmaxlib._dispatch.DEFAULT_BACKEND)
+"""
+
+
+def test_numba_as_the_default_backend_matches_backend_numba(tmp_path):
+    """SOFTMAXLIB_BACKEND=numba: the public calls without backend= (no fast path there) give what
+    backend="numba" gives, for 2-D input and a q of another shape than the state's."""
+    path = tmp_path / "numba_default.npz"
+    result = run_python(NUMBA_DEFAULT_CALLS.format(path=str(path)), tmp_path, backend_variable="numba")
+    assert result.returncode == 0, result.stderr
+    assert "default numba" in result.stdout
+    got = np.load(path)
+    x = np.random.default_rng(5).standard_normal((4, 40)).astype(np.float32) * np.float32(10)
+    q, state = softmaxlib.quant.quantize_blockwise(x, blocksize=16, backend="numba")
+    expected = dict(
+        softmax=softmaxlib.softmax(x, backend="numba"), log_softmax=softmaxlib.log_softmax(x, backend="numba"),
+        logsumexp=softmaxlib.logsumexp(x, backend="numba"), logsumexp_row=softmaxlib.logsumexp(x[0], backend="numba"),
+        two_pass=softmaxlib.two_pass.softmax(x, backend="numba"),
+        stablemax=softmaxlib.stablemax.stablemax(x, backend="numba"), q=q, absmax=state.absmax,
+        x_hat=softmaxlib.quant.dequantize_blockwise(q, state, backend="numba"))
+    expected["x_hat_flat_q"] = expected["x_hat"]
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_a_dtype_with_metadata_does_not_leak_into_other_results():
+    tagged = np.dtype(np.float32, metadata={"tag": 1})
+    softmaxlib.softmax(np.zeros(4, tagged), backend=_dispatch.DEFAULT_BACKEND)
+    assert softmaxlib.softmax(np.zeros(4, np.float32), backend=_dispatch.DEFAULT_BACKEND).dtype.metadata is None

@@ -2,6 +2,8 @@
 common case (native float32 ndarray, C-contiguous, aligned, last axis, no backend=, out absent or
 a matching array), gives the same bits as the general path, and picks the auto path's kernel
 and the streaming kernel as the general path does."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -136,6 +138,11 @@ def test_quantize_fast_path_matches_the_general_path():
     assert state.code is not state_general.code  # every state owns its codebook
     np.testing.assert_array_equal(quant.dequantize_blockwise(q, state),
                                   quant.dequantize_blockwise(q, state, backend=_dispatch.DEFAULT_BACKEND))
+    big = np.full(64, np.finfo(np.float32).max, np.float32)  # several blocks whose absmax sum overflows float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(quant.quantize_blockwise(big, blocksize=16)[0],
+                                      quant.quantize_blockwise(big, blocksize=16, backend=_dispatch.DEFAULT_BACKEND)[0])
     x[1, 7] = np.nan  # the fast path finds it and leaves the message to the general path
     with pytest.raises(ValueError, match=r"x\[1, 7\] is nan"):
         quant.quantize_blockwise(x)
@@ -153,3 +160,5 @@ def test_pair_reduction_fast_path_matches_the_general_path(shape):
         for a, b in zip(fast, general):
             assert type(a) is type(b) and np.shape(a) == np.shape(b)
             np.testing.assert_array_equal(a, b)
+    if x.ndim == 1:  # logsumexp's one-row branch against the path of many rows
+        np.testing.assert_array_equal(softmaxlib.logsumexp(x), softmaxlib.logsumexp(x[None])[0])

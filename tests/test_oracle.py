@@ -38,7 +38,8 @@ def test_special_rows_axes_and_shapes(name):
     assert reference(np.zeros((2, 0, 3)), axis=1).shape == (2, 0, 3)
     z = np.random.default_rng(1).standard_normal((3, 4, 5))
     for axis in range(-3, 3):
-        np.testing.assert_array_equal(reference(z, axis=axis), np.moveaxis(reference(np.moveaxis(z, axis, -1)), -1, axis))
+        # the oracle's axis handling against NumPy's own, row by row
+        np.testing.assert_array_equal(reference(z, axis=axis), np.apply_along_axis(reference, axis, z))
 
 
 def test_stablemax_matches_exact_fractions():

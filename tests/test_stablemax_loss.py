@@ -245,3 +245,11 @@ def test_dominant_label_loss_and_gradient_do_not_cancel(dtype, backend):
         rest_reference = [float(s[i] / sum(s) / (1 + abs(Fraction(float(x[0, i]))))) for i in rest]
         np.testing.assert_allclose(grad[0, rest].astype(np.float64), rest_reference,
                                    rtol=1e-6 if dtype == np.float32 else 1e-13, atol=1e-40)
+
+
+def test_zero_classes_with_every_row_ignored_or_no_rows():
+    losses = stablemax.stablemax_cross_entropy(np.zeros((2, 0), np.float32), np.full(2, -100), ignore_index=-100,
+                                               reduction="none")
+    np.testing.assert_array_equal(losses, [0.0, 0.0])
+    no_rows = stablemax.stablemax_cross_entropy(np.zeros((0, 0), np.float32), np.zeros(0, int), reduction="none")
+    assert no_rows.shape == (0,)

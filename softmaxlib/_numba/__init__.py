@@ -1,14 +1,13 @@
 """Numba twins of the C kernels: the portable fallback backend and a test oracle.
 
-One module per kernel family, as in csrc/ (importing this package imports no Numba; the
-catalog imports a family's module on first use):
+One module per kernel family, as in csrc/ (importing this package imports no Numba;
+softmaxlib/_bindings.py imports a family's module on first use):
 
     three_pass.py   csrc/three_pass_kernels.h: three-pass softmax / log-softmax, reload_exact,
-                    and the float64 three-pass kernel
+                    the float64 three-pass kernel, and the exp on its own (exp_nonpositive)
     two_pass.py     csrc/two_pass_kernels.h: two-pass softmax / log-softmax, sum_exp_pair
     stablemax.py    csrc/stablemax_kernels.h: StableMax, log-StableMax, the cross-entropy
     quant.py        csrc/quant_kernels.h: 8-bit block-wise quantization
-    exp.py          the exp on its own (sml_f32_exp_nonpositive)
     _exp.py         the exp blocks and constants (csrc/exp_constants.h, exp_polynomial.h, exp_pairs.h)
     _log.py         the log block and constants (csrc/log_constants.h)
     _rows.py        the other shared blocks: row max, +inf rows, float64 sums, the FLT_MIN flush
