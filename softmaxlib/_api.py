@@ -104,15 +104,9 @@ def fast_path(choice):
     if backend == "numba":
         return lambda x, axis, out: None
     in_cache, beyond, crossover = choice(backend) if callable(choice) else (choice, None, None)
-    ffi, lib = _dispatch.ffi, _dispatch.lib
-    functions = {}
-    for kernel_id in filter(None, (in_cache, beyond)):
-        kernel = _catalog.KERNELS[kernel_id]
-        function = getattr(lib, kernel.c_symbol(backend))
-        streaming = getattr(lib, kernel.c_symbol(backend, streaming=True)) if kernel.streaming else function
-        functions[kernel_id] = function, streaming
-    small, small_streaming = functions[in_cache]
-    large, large_streaming = functions[beyond] if beyond else functions[in_cache]
+    ffi = _dispatch.ffi
+    small, small_streaming = _bindings.row_functions(_catalog.KERNELS[in_cache], backend)
+    large, large_streaming = _bindings.row_functions(_catalog.KERNELS[beyond or in_cache], backend)
     crossover = crossover if beyond else sys.maxsize  # rows longer than this run `beyond`
     stream_above = _dispatch.STREAM_ABOVE_BYTES // 4  # in float32 elements of y
     copy_up_to = COPY_IN_PLACE_UP_TO

@@ -39,9 +39,16 @@ def _run_realigned(run, arguments, outputs):
             output[...] = arguments[index]
 
 
-def _rows(kernel, backend):
+def row_functions(kernel, backend):
+    """(C function, its streaming version) of a row kernel on an ISA backend; the function itself
+    twice when it has none. Above STREAM_ABOVE_BYTES of output the second runs."""
     c_function = getattr(_dispatch.lib, kernel.c_symbol(backend))
-    c_streaming = getattr(_dispatch.lib, kernel.c_symbol(backend, streaming=True)) if kernel.streaming else None
+    return c_function, getattr(_dispatch.lib, kernel.c_symbol(backend, streaming=True)) if kernel.streaming \
+        else c_function
+
+
+def _rows(kernel, backend):
+    c_function, c_streaming = row_functions(kernel, backend)
     stream_above = _dispatch.STREAM_ABOVE_BYTES
     from_buffer = _dispatch.ffi.from_buffer
 
@@ -49,7 +56,7 @@ def _rows(kernel, backend):
         if not (x.flags.aligned and y.flags.aligned):
             return _run_realigned(run, (x, y), outputs=(1,))
         n = x.shape[-1]
-        function = c_streaming if c_streaming is not None and y.nbytes > stream_above else c_function
+        function = c_streaming if y.nbytes > stream_above else c_function
         function(x.size // n if n else 0, n, from_buffer(FLOATS, x), from_buffer(FLOATS, y))
 
     return run

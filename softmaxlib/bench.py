@@ -43,6 +43,7 @@ Conventions:
 - The roofline fraction = roofline time / measured time, for cold cases only: the roofline is
   computed from the bandwidth of main memory.
 """
+import contextlib
 import gc
 import importlib
 import importlib.util
@@ -169,6 +170,19 @@ class Timing:
     calls_per_sample: int
 
 
+@contextlib.contextmanager
+def _gc_off():
+    """The garbage collector off while timing (a collection inside a sample would be timed), and
+    back as it was after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def time_callable(func, arg_sets=((),), *, repeats=15, warmup=1, min_sample_ns=MIN_SAMPLE_NS,
                   max_seconds=MAX_CASE_SECONDS, min_repeats=MIN_REPEATS):
     """Times func(*args), rotating args over arg_sets (one set per call, in turn).
@@ -201,9 +215,7 @@ def time_callable(func, arg_sets=((),), *, repeats=15, warmup=1, min_sample_ns=M
             func(*args)
         return max(clock() - start, 1)
 
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_off():
         # one call alone would time the clock as much as the call: batches until one is long enough
         calls, elapsed = 1, sample(1)
         while elapsed < min_sample_ns / 10 and calls < MAX_CALLS_PER_SAMPLE:
@@ -214,9 +226,6 @@ def time_callable(func, arg_sets=((),), *, repeats=15, warmup=1, min_sample_ns=M
         affordable = int(max_seconds * 1e9 // (per_call * per_sample))
         samples = max(min(repeats, min_repeats), min(repeats, affordable))
         times = [sample(per_sample) / per_sample for _ in range(samples)]
-    finally:
-        if enabled:
-            gc.enable()
     return Timing(median_ns=statistics.median(times), min_ns=min(times), samples=len(times),
                   calls_per_sample=per_sample)
 
@@ -231,28 +240,20 @@ def time_flushed(func, args, buffers, *, repeats=15, warmup=1, max_seconds=MAX_C
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, not {repeats}")
     args = tuple(args)
-    ffi, lib = _dispatch.ffi, _dispatch.lib
-    lines = [(ffi.from_buffer(array), array.nbytes) for array in buffers]
     for _ in range(warmup):
         func(*args)
     clock = time.perf_counter_ns
     enough = min(repeats, min_repeats)
     times = []
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_off():
         began = clock()
         while len(times) < repeats:
-            for pointer, nbytes in lines:
-                lib.sml_flush_cache_lines(pointer, nbytes)
+            flush(buffers)
             start = clock()
             func(*args)
             times.append(max(clock() - start, 1))
             if len(times) >= enough and clock() - began > max_seconds * 1e9:
                 break
-    finally:
-        if enabled:
-            gc.enable()
     return Timing(median_ns=statistics.median(times), min_ns=min(times), samples=len(times), calls_per_sample=1)
 
 

@@ -8,7 +8,7 @@ from numba import njit
 
 from ._exp import MIN_NORMAL_EXPONENT, SCALE_FLOOR, clamped_exp_mantissa_block, scale_pow2_block
 from ._rows import BLOCK, ZERO, f32, flushed_to_float32, sum_f64
-from .three_pass import three_pass_rows_f32, three_pass_rows_f64
+from .three_pass import f64_log_softmax_reload, f64_softmax_reload, three_pass_rows_f32
 
 EXPONENT_LIMIT = 1.5e6  # two-pass: pairs with |E| above it take the exact path
 
@@ -156,12 +156,8 @@ f32_sum_exp_pair = sum_exp_pair_rows_f32  # (x, mantissa, exponent)
 
 
 # float64 has no pair kernel: libm's exp in float64 (three passes) serves every family
-def f64_softmax_two_pass(x, y):
-    three_pass_rows_f64(x, y, True, False)
-
-
-def f64_log_softmax_two_pass(x, y):
-    three_pass_rows_f64(x, y, True, True)
+f64_softmax_two_pass = f64_softmax_reload
+f64_log_softmax_two_pass = f64_log_softmax_reload
 
 
 f64_sum_exp_pair = sum_exp_pair_rows_f64  # (x, mantissa, exponent)
