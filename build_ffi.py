@@ -40,7 +40,7 @@ def _version():
 
 
 def _compile_args():
-    args = ["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-function"]
+    args = ["-O3", "-std=c11", "-pthread", "-Wall", "-Wextra", "-Wno-unused-function"]
     if os.environ.get("SOFTMAXLIB_SANITIZE") == "1":
         args += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-O1"]
     return args
@@ -56,7 +56,8 @@ ffibuilder.set_source(
     include_dirs=[str(CSRC)],
     define_macros=[("SML_VERSION", f'"{_version()}"')],
     extra_compile_args=_compile_args(),
-    extra_link_args=["-fsanitize=address,undefined"] if os.environ.get("SOFTMAXLIB_SANITIZE") == "1" else [],
+    extra_link_args=["-pthread"] + (["-fsanitize=address,undefined"] if os.environ.get("SOFTMAXLIB_SANITIZE") == "1"
+                                    else []),
 )
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@
 #include "tiles.h"
 #include <string.h>
 #include "row_layout.h"
+#include "pool.h"
 
 SML_INLINE vi codes_of_vector(vf y, const int32_t *table) {
     return vi_code_from_entry(vi_gather(table, vf_top16(y)), vf_key16(y));
@@ -131,19 +132,39 @@ void SML_ISA_SUFFIX(sml_f32_u8_codes_of_scaled)(int64_t n, const float *y, const
     codes_of_scaled_block(y, n, 1.0f, table, midpoints, single_compare, zero_code, q);
 }
 
+struct quantize_job {
+    const float *x;
+    int64_t n, blocksize;
+    const int32_t *table;
+    const float *midpoints;
+    int single_compare;
+    uint8_t zero_code;
+    uint8_t *q;
+    float *absmax;
+};
+
+/* Blocks [first, end): blocks are independent, so any thread can take any. */
+static void quantize_blocks(void *context, int64_t first, int64_t end) {
+    const struct quantize_job *job = context;
+    for (int64_t b = first; b < end; b++) {
+        const int64_t start = b * job->blocksize;
+        const int64_t count = job->n - start < job->blocksize ? job->n - start : job->blocksize;
+        const float m = block_absmax(job->x + start, count);
+        job->absmax[b] = m;
+        if (m > SUBNORMAL_RECIPROCAL_ABOVE)
+            codes_of_huge_block(job->x + start, count, m, job->table, job->midpoints, job->single_compare, job->zero_code,
+                                job->q + start);
+        else
+            codes_of_scaled_block(job->x + start, count, m > 0.0f ? 1.0f / m : 0.0f, job->table, job->midpoints,
+                                  job->single_compare, job->zero_code, job->q + start);
+    }
+}
+
 void SML_ISA_SUFFIX(sml_f32_u8_quantize_blockwise)(int64_t n, const float *x, int64_t blocksize, const int32_t *table,
                                                const float *midpoints, int single_compare, uint8_t zero_code,
-                                               uint8_t *q, float *absmax) {
-    for (int64_t start = 0, b = 0; start < n; start += blocksize, b++) {
-        const int64_t count = n - start < blocksize ? n - start : blocksize;
-        const float m = block_absmax(x + start, count);
-        absmax[b] = m;
-        if (m > SUBNORMAL_RECIPROCAL_ABOVE)
-            codes_of_huge_block(x + start, count, m, table, midpoints, single_compare, zero_code, q + start);
-        else
-            codes_of_scaled_block(x + start, count, m > 0.0f ? 1.0f / m : 0.0f, table, midpoints, single_compare,
-                                  zero_code, q + start);
-    }
+                                               uint8_t *q, float *absmax, int workers) {
+    struct quantize_job job = {x, n, blocksize, table, midpoints, single_compare, zero_code, q, absmax};
+    sml_parallel((n + blocksize - 1) / blocksize, n, workers, quantize_blocks, &job);
 }
 
 SML_INLINE vf dequantized_vector(const vf_table256 *table, vi codes, vf scale) {
@@ -155,10 +176,11 @@ SML_INLINE vf dequantized_vector(const vf_table256 *table, vi codes, vf scale) {
  * outputs larger than the cache: they skip the read for ownership of every
  * output line.  The caller's stream is a request, honoured where the ISA's
  * VF_DEQUANTIZE_STREAMS says it pays. */
-SML_INLINE void dequantize_blocks(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
-                                  const float *code, float *out, int stream) {
+SML_INLINE void dequantize_blocks(int64_t first, int64_t end, int64_t n, const uint8_t *q, const float *absmax,
+                                  int64_t blocksize, const float *code, float *out, int stream) {
     const vf_table256 table = vf_table256_load(code);
-    for (int64_t start = 0, b = 0; start < n; start += blocksize, b++) {
+    for (int64_t b = first; b < end; b++) {
+        const int64_t start = b * blocksize;
         const int64_t count = n - start < blocksize ? n - start : blocksize;
         /* A non-finite absmax (nonfinite="propagate") makes the whole block NaN:
          * inf times a non-zero code (maps without a zero code) would be +-inf. */
@@ -174,13 +196,34 @@ SML_INLINE void dequantize_blocks(int64_t n, const uint8_t *q, const float *absm
         }
         if (i < count) vf_store_tail(y + i, count - i, dequantized_vector(&table, vi_load_u8_tail(block + i, count - i), scale));
     }
+    /* Non-temporal stores are weakly ordered: each thread fences its own. */
     if (stream) vf_stream_fence();
 }
 
+struct dequantize_job {
+    int64_t n;
+    const uint8_t *q;
+    const float *absmax;
+    int64_t blocksize;
+    const float *code;
+    float *out;
+};
+
+static void dequantize_stored(void *context, int64_t first, int64_t end) {
+    const struct dequantize_job *job = context;
+    dequantize_blocks(first, end, job->n, job->q, job->absmax, job->blocksize, job->code, job->out, 0);
+}
+
+static void dequantize_streamed(void *context, int64_t first, int64_t end) {
+    const struct dequantize_job *job = context;
+    dequantize_blocks(first, end, job->n, job->q, job->absmax, job->blocksize, job->code, job->out, 1);
+}
+
 void SML_ISA_SUFFIX(sml_u8_f32_dequantize_blockwise)(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
-                                                 const float *code, float *out, int stream) {
-    if (stream && VF_DEQUANTIZE_STREAMS) dequantize_blocks(n, q, absmax, blocksize, code, out, 1);
-    else dequantize_blocks(n, q, absmax, blocksize, code, out, 0);
+                                                 const float *code, float *out, int stream, int workers) {
+    struct dequantize_job job = {n, q, absmax, blocksize, code, out};
+    sml_parallel((n + blocksize - 1) / blocksize, n, workers,
+                 stream && VF_DEQUANTIZE_STREAMS ? dequantize_streamed : dequantize_stored, &job);
 }
 
 SML_TILES(quant, VF_LANES)

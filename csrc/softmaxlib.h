@@ -13,7 +13,7 @@
  * Every row kernel (signature "rows") has the same contract:
  *   - `rows` contiguous rows of `n` float32 each, row r at x + r*n, result at
  *     y + r*n; y may be x itself (in place), any other overlap is undefined;
- *   - single-threaded, reentrant, no global state;
+ *   - reentrant; no global state but the thread pool's (csrc/pool.c);
  *   - reads and writes nothing outside [x, x + rows*n) and [y, y + rows*n);
  *   - every array at a multiple of its element size, as C requires (NumPy
  *     arrays need not be: softmaxlib/_bindings.py passes aligned copies), and
@@ -54,6 +54,16 @@ void sml_stream_read_write(uint64_t *words, int64_t count);
  * x86-64 CPU in use (longer lines would just be flushed more than once). */
 void sml_flush_cache_lines(const void *start, int64_t bytes);
 
+/* The thread pool (csrc/pool.c, docs/threading.md).  sml_available_cores: the
+ * cores this process may run on (its affinity mask).  sml_pool_size: the
+ * pool's worker threads now running (0 before the first parallel call, after
+ * sml_pool_shutdown, and in a forked child until its first parallel call).
+ * sml_pool_shutdown: stops and joins them (softmaxlib calls it at exit); a
+ * later parallel call starts them again. */
+int sml_available_cores(void);
+int sml_pool_size(void);
+void sml_pool_shutdown(void);
+
 /* exp_nonpositive: the vector exp of every softmax kernel, exported so that
  * the tests can check it over every float32 input: e[i] = exp(t[i]) for
  * t[i] <= 0 or NaN, +0 below ln(FLT_MIN) (csrc/exp_constants.h). */
@@ -62,6 +72,10 @@ void sml_flush_cache_lines(const void *start, int64_t bytes);
  * ISA, in elements (vector lanes, then vectors per trip times lanes), 0 past
  * the last: row lengths around their multiples take other paths, and the
  * tests choose lengths from them. */
+
+/* Every kernel but the elementwise maps takes a last argument `workers`: the
+ * most threads it may use (>= 1).  It uses fewer on small work, and its
+ * results are the same bits for every value (csrc/pool.h). */
 
 /* Three-pass softmax and log-softmax (softmax_reload, log_softmax_reload, ...).
  * reload:    max; y = exp(x - max) while summing; y *= 1/sum.

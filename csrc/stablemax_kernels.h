@@ -18,6 +18,7 @@
 #include <math.h>
 #include "row_layout.h"
 #include "infinite_rows.h"
+#include "pool.h"
 
 #define STABLE_UNROLL 4        /* vectors per trip of both passes */
 #define EXACT_BELOW -0x1p125f  /* a row with an x below this takes the double path */
@@ -111,8 +112,9 @@ SML_INLINE void stable_write(const float *x, float *y, int64_t n, row_scale scal
     if (i < n) vf_store_tail(y + i, n - i, stable_output(vf_load_tail(x + i, n - i, 0.0f), scale, kind));
 }
 
-static row_scale split_scale(double sum) {
-    const double inverse = 1.0 / sum, log_sum = log(sum);
+/* log(sum) only for log-StableMax: a log costs a short row a third of its time. */
+static row_scale split_scale(double sum, int log_output) {
+    const double inverse = 1.0 / sum, log_sum = log_output ? log(sum) : 0.0;
     const float inverse_high = (float)inverse, log_high = (float)log_sum;
     return (row_scale){vf_set1(inverse_high), vf_set1((float)(inverse - inverse_high)), vf_set1(log_high),
                        vf_set1((float)(log_sum - log_high))};
@@ -132,30 +134,70 @@ static void stable_row_exact(const float *x, float *y, int64_t n, int log_output
     }
 }
 
-static void stable_row(const float *x, float *y, int64_t n, int log_output) {
+/* A row split into chunks (csrc/pool.h): each chunk's pass 1 results, and
+ * pass 2's scale. */
+struct stable_chunked_row {
+    const float *x;
+    float *y;
+    int64_t n, chunk;
+    row_scale scale;
+    double sums[ROW_CHUNKS_MAX];
+    float mins[ROW_CHUNKS_MAX], finite_mins[ROW_CHUNKS_MAX];
+};
+
+SML_INLINE void sum_chunks(void *context, int64_t first, int64_t end) {
+    struct stable_chunked_row *row = context;
+    for (int64_t c = first; c < end; c++)
+        row->sums[c] = stable_sum(row->x + c * row->chunk, chunk_length(row->n, c), &row->mins[c], &row->finite_mins[c]);
+}
+
+/* Pass 2 over chunks [first, end), one function per output kind: the compiler
+ * specializes the loops for constants. */
+#define STABLE_CHUNKS(name, kind)                                                                        \
+    SML_INLINE void name(void *context, int64_t first, int64_t end) {                                   \
+        const struct stable_chunked_row *row = context;                                                  \
+        for (int64_t c = first; c < end; c++) {                                                          \
+            const int64_t at = c * row->chunk;                                                           \
+            stable_write(row->x + at, row->y + at, chunk_length(row->n, c), row->scale, kind);           \
+        }                                                                                                \
+    }
+
+STABLE_CHUNKS(probability_chunks, STABLE_PROBABILITY)
+STABLE_CHUNKS(log_chunks, STABLE_LOG)
+STABLE_CHUNKS(log_no_tiny_chunks, STABLE_LOG_NO_TINY)
+
+SML_INLINE void stable_row(const float *x, float *y, int64_t n, int log_output, int threads) {
     if (n == 0) return;
-    float min, finite_min;
-    const double sum = stable_sum(x, n, &min, &finite_min);
+    struct stable_chunked_row row; /* not zeroed: its arrays are large, and each chunk sets its own */
+    row.x = x, row.y = y, row.n = n, row.chunk = row_chunk(n);
+    const int64_t chunks = row_chunk_count(n);
+    run_chunks(chunks, n, threads, sum_chunks, &row);
+    double sum = row.sums[0]; /* the chunks' sums in chunk order */
+    float min = row.mins[0], finite_min = row.finite_mins[0];
+    for (int64_t c = 1; c < chunks; c++) {
+        sum += row.sums[c];
+        min = row.mins[c] < min ? row.mins[c] : min;
+        finite_min = row.finite_mins[c] < finite_min ? row.finite_mins[c] : finite_min;
+    }
     if (sum == INFINITY) { /* a +inf: the limit; with a NaN the sum is NaN instead */
         infinite_row(x, y, n, log_output);
-    } else if (finite_min < EXACT_BELOW || (!(sum >= 1.0 / SUM_RANGE && sum <= SUM_RANGE) && sum == sum)) {
-        stable_row_exact(x, y, n, log_output);
-    } else if (!log_output) {
-        stable_write(x, y, n, split_scale(sum), STABLE_PROBABILITY);
-    } else if (min > -INFINITY && stable_s_double(min) / sum >= 0x1p-125) {
-        stable_write(x, y, n, split_scale(sum), STABLE_LOG_NO_TINY);
-    } else {
-        stable_write(x, y, n, split_scale(sum), STABLE_LOG);
+        return;
     }
+    if (finite_min < EXACT_BELOW || (!(sum >= 1.0 / SUM_RANGE && sum <= SUM_RANGE) && sum == sum)) {
+        stable_row_exact(x, y, n, log_output);
+        return;
+    }
+    row.scale = split_scale(sum, log_output);
+    if (!log_output) run_chunks(chunks, n, threads, probability_chunks, &row);
+    else if (min > -INFINITY && stable_s_double(min) / sum >= 0x1p-125) run_chunks(chunks, n, threads, log_no_tiny_chunks, &row);
+    else run_chunks(chunks, n, threads, log_chunks, &row);
 }
 
-void SML_ISA_SUFFIX(sml_f32_stablemax)(int64_t rows, int64_t n, const float *x, float *y) {
-    for (int64_t r = 0; r < rows; r++) stable_row(x + r * n, y + r * n, n, 0);
-}
+SML_INLINE void stablemax_row(const float *x, float *y, int64_t n, int threads) { stable_row(x, y, n, 0, threads); }
+SML_INLINE void log_stablemax_row(const float *x, float *y, int64_t n, int threads) { stable_row(x, y, n, 1, threads); }
 
-void SML_ISA_SUFFIX(sml_f32_log_stablemax)(int64_t rows, int64_t n, const float *x, float *y) {
-    for (int64_t r = 0; r < rows; r++) stable_row(x + r * n, y + r * n, n, 1);
-}
+SML_ROW_KERNEL(sml_f32_stablemax, stablemax_row, )
+SML_ROW_KERNEL(sml_f32_log_stablemax, log_stablemax_row, )
 
 /* The cross-entropy's sum of s, with every s in double (the loss is a float64
  * result, as in the paper's code), and the row's min over finite x as in
@@ -245,15 +287,27 @@ static void cross_entropy_gradient_row(const float *x, float *grad, int64_t n, d
     if (i < n) vf_store_tail(grad + i, n - i, cross_entropy_gradient(vf_load_tail(x + i, n - i, 0.0f), vhigh, vlow));
 }
 
-void SML_ISA_SUFFIX(sml_f32_stablemax_cross_entropy)(int64_t rows, int64_t n, const float *x, const int64_t *labels,
-                                                     int64_t ignore_index, double grad_scale, double *losses,
-                                                     float *grad) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *row = x + r * n;
-        float *grad_row = grad ? grad + r * n : NULL;
-        const int64_t label = labels[r];
-        if (label == ignore_index) {
-            losses[r] = 0.0;
+struct cross_entropy_rows {
+    const float *x;
+    int64_t n;
+    const int64_t *labels;
+    int64_t ignore_index;
+    double grad_scale;
+    double *losses;
+    float *grad;
+};
+
+/* Rows [first, end): each row by one thread (rows are independent). */
+static void cross_entropy_rows(void *context, int64_t first, int64_t end) {
+    const struct cross_entropy_rows *job = context;
+    const int64_t n = job->n;
+    const double grad_scale = job->grad_scale;
+    for (int64_t r = first; r < end; r++) {
+        const float *row = job->x + r * n;
+        float *grad_row = job->grad ? job->grad + r * n : NULL;
+        const int64_t label = job->labels[r];
+        if (label == job->ignore_index) {
+            job->losses[r] = 0.0;
             if (grad_row)
                 for (int64_t i = 0; i < n; i++) grad_row[i] = 0.0f;
             continue;
@@ -261,19 +315,26 @@ void SML_ISA_SUFFIX(sml_f32_stablemax_cross_entropy)(int64_t rows, int64_t n, co
         float finite_min;
         const double sum = stable_sum_double(row, n, &finite_min);
         if (!(sum >= 1.0 / SUM_RANGE && sum <= SUM_RANGE) || finite_min < EXACT_BELOW) {
-            losses[r] = cross_entropy_row_exact(row, n, label, grad_scale, grad_row);
+            job->losses[r] = cross_entropy_row_exact(row, n, label, grad_scale, grad_row);
             continue;
         }
         const double s_label = stable_s_double(row[label]);
         const int dominant = label_dominates(sum, s_label);
         const double others = dominant ? sum_of_others(row, n, label) : 0.0;
-        losses[r] = dominant ? log1p(others / s_label) : log(sum) - log(s_label);
+        job->losses[r] = dominant ? log1p(others / s_label) : log(sum) - log(s_label);
         if (grad_row) {
             cross_entropy_gradient_row(row, grad_row, n, grad_scale / sum);
             const double p_minus_1 = dominant ? (0.0 - others) / sum : s_label / sum - 1.0;
             grad_row[label] = (float)(grad_scale * p_minus_1 / (1.0 + fabs((double)row[label])));
         }
     }
+}
+
+void SML_ISA_SUFFIX(sml_f32_stablemax_cross_entropy)(int64_t rows, int64_t n, const float *x, const int64_t *labels,
+                                                     int64_t ignore_index, double grad_scale, double *losses,
+                                                     float *grad, int workers) {
+    struct cross_entropy_rows job = {x, n, labels, ignore_index, grad_scale, losses, grad};
+    sml_parallel(rows, rows * n, workers, cross_entropy_rows, &job);
 }
 
 SML_TILES(stablemax, VF_LANES, STABLE_UNROLL * VF_LANES)

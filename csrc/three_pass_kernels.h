@@ -25,6 +25,7 @@
 #include "row_layout.h"
 #include "infinite_rows.h"
 #include "exp_pairs.h"
+#include "pool.h"
 
 #define UNROLL 4 /* vectors per trip of the max and output passes */
 /* Vectors per trip of the sum pass, added as one tree before each widening to
@@ -249,27 +250,119 @@ SML_INLINE void write_output(const float *source, float *y, int64_t n, float max
     if (i < n) vf_store_tail(y + i, n - i, pass3_vector(vf_load_tail(source + i, n - i, 0.0f), &row, output, padding_form));
 }
 
-SML_INLINE void three_pass_row_after_max(const float *x, float *y, int64_t n, float max, int reload, int log_output,
-                                         enum exp_form form) {
-    if (log_output) {
-        const double sum = sum_exp_shifted(x, y, n, max, reload ? STORE_SHIFTED : STORE_NOTHING, form);
-        const float log_sum = (float)log(sum);
-        if (reload) write_output(y, y, n, max, log_sum, 0.0f, SUBTRACT_FROM_STORED, form);
-        else write_output(x, y, n, max, log_sum, 0.0f, SHIFT_AND_SUBTRACT, form);
-    } else {
-        const double sum = sum_exp_shifted(x, y, n, max, reload ? STORE_EXP : STORE_NOTHING, form);
-        const float inverse_sum = (float)(1.0 / sum);
-        if (reload) write_output(y, y, n, max, inverse_sum, 0.0f, SCALE_STORED_EXP, form);
-        else write_output(x, y, n, max, inverse_sum, 0.0f, SCALE_RECOMPUTED_EXP, form);
-    }
+/* A row split into chunks (csrc/pool.h), the parameters of its passes and the
+ * partial result of each chunk.  Rows of at most ROW_CHUNK_MIN elements are
+ * one chunk: the passes below then run exactly as over an unsplit row. */
+struct chunked_row {
+    const float *x;
+    float *y;
+    int64_t n, chunk;
+    float shift;                 /* pass 2's max, or reload_exact's shift */
+    float factor, factor_low;    /* pass 3's, see write_output */
+    float maxes[ROW_CHUNKS_MAX], mins[ROW_CHUNKS_MAX];
+    double sums[ROW_CHUNKS_MAX];
+};
+
+SML_INLINE void max_min_chunks(void *context, int64_t first, int64_t end) {
+    struct chunked_row *row = context;
+    for (int64_t c = first; c < end; c++)
+        row->maxes[c] = row_max_min(row->x + c * row->chunk, chunk_length(row->n, c), &row->mins[c]);
 }
 
-SML_INLINE void three_pass_row(const float *x, float *y, int64_t n, int reload, int log_output) {
+/* Passes 2 and 3 over chunks [first, end) of a row, one pair of functions per
+ * kernel and exp form: the store, form and output are constants in each, which
+ * the compiler needs to specialize the loops. */
+#define CHUNK_PASSES(name, store, form, output)                                                                    \
+    SML_INLINE void name##_sum(void *context, int64_t first, int64_t end) {                                       \
+        struct chunked_row *row = context;                                                                         \
+        for (int64_t c = first; c < end; c++) {                                                                    \
+            const int64_t at = c * row->chunk;                                                                     \
+            row->sums[c] = sum_exp_shifted(row->x + at, row->y + at, chunk_length(row->n, c), row->shift, store, form); \
+        }                                                                                                          \
+    }                                                                                                              \
+    SML_INLINE void name##_write(void *context, int64_t first, int64_t end) {                                     \
+        struct chunked_row *row = context;                                                                         \
+        const float *source = (store) == STORE_NOTHING ? row->x : row->y;                                          \
+        for (int64_t c = first; c < end; c++) {                                                                    \
+            const int64_t at = c * row->chunk;                                                                     \
+            write_output(source + at, row->y + at, chunk_length(row->n, c), row->shift, row->factor, row->factor_low, \
+                         output, form);                                                                            \
+        }                                                                                                          \
+    }
+
+CHUNK_PASSES(softmax_reload, STORE_EXP, SHIFTED_EXP, SCALE_STORED_EXP)
+CHUNK_PASSES(softmax_reload_no_cutoff, STORE_EXP, SHIFTED_EXP_NO_CUTOFF, SCALE_STORED_EXP)
+CHUNK_PASSES(softmax_recompute, STORE_NOTHING, SHIFTED_EXP, SCALE_RECOMPUTED_EXP)
+CHUNK_PASSES(softmax_recompute_no_cutoff, STORE_NOTHING, SHIFTED_EXP_NO_CUTOFF, SCALE_RECOMPUTED_EXP)
+CHUNK_PASSES(log_softmax_reload, STORE_SHIFTED, SHIFTED_EXP, SUBTRACT_FROM_STORED)
+CHUNK_PASSES(log_softmax_reload_no_cutoff, STORE_SHIFTED, SHIFTED_EXP_NO_CUTOFF, SUBTRACT_FROM_STORED)
+CHUNK_PASSES(log_softmax_recompute, STORE_NOTHING, SHIFTED_EXP, SHIFT_AND_SUBTRACT)
+CHUNK_PASSES(log_softmax_recompute_no_cutoff, STORE_NOTHING, SHIFTED_EXP_NO_CUTOFF, SHIFT_AND_SUBTRACT)
+CHUNK_PASSES(reload_exact, STORE_EXP, PAIR_EXP, SCALE_STORED_EXP_SPLIT)
+CHUNK_PASSES(reload_exact_clamped, STORE_EXP, PAIR_EXP_CLAMPED, SCALE_STORED_EXP_SPLIT)
+
+/* Passes 2 and 3 of a row: the CHUNK_PASSES of its kernel and exp form. */
+struct row_passes {
+    sml_task_range sum, write;
+};
+
+#define PASSES(name) ((struct row_passes){name##_sum, name##_write})
+
+SML_INLINE struct chunked_row *chunk_row(struct chunked_row *row, const float *x, float *y, int64_t n) {
+    row->x = x, row->y = y, row->n = n, row->chunk = row_chunk(n);
+    return row;
+}
+
+/* Pass 1 over the chunks: the row's max and min (NaN ignored). */
+SML_INLINE float chunked_max_min(struct chunked_row *row, int threads, float *min) {
+    const int64_t chunks = row_chunk_count(row->n);
+    run_chunks(chunks, row->n, threads, max_min_chunks, row);
+    float max = row->maxes[0];
+    *min = row->mins[0];
+    for (int64_t c = 1; c < chunks; c++) {
+        max = row->maxes[c] > max ? row->maxes[c] : max;
+        *min = row->mins[c] < *min ? row->mins[c] : *min;
+    }
+    return max;
+}
+
+/* Pass 2 over the chunks: the sum of exp(x - shift), the chunks' sums added in
+ * chunk order. */
+SML_INLINE double chunked_sum(struct chunked_row *row, struct row_passes passes, float shift, int threads) {
+    const int64_t chunks = row_chunk_count(row->n);
+    row->shift = shift;
+    run_chunks(chunks, row->n, threads, passes.sum, row);
+    double sum = row->sums[0];
+    for (int64_t c = 1; c < chunks; c++) sum += row->sums[c];
+    return sum;
+}
+
+SML_INLINE void chunked_write(struct chunked_row *row, struct row_passes passes, float factor, float factor_low,
+                          int threads) {
+    row->factor = factor, row->factor_low = factor_low;
+    run_chunks(row_chunk_count(row->n), row->n, threads, passes.write, row);
+}
+
+SML_INLINE void three_pass_row_after_max(struct chunked_row *row, float max, struct row_passes passes, int log_output,
+                                     int threads) {
+    const double sum = chunked_sum(row, passes, max, threads);
+    if (log_output) chunked_write(row, passes, (float)log(sum), 0.0f, threads);
+    else chunked_write(row, passes, (float)(1.0 / sum), 0.0f, threads);
+}
+
+/* The passes of a three-pass kernel: with or without the exp's cutoff test. */
+struct three_pass_kernel {
+    struct row_passes with_cutoff, no_cutoff;
+    int log_output;
+};
+
+SML_INLINE void three_pass_row(const float *x, float *y, int64_t n, struct three_pass_kernel kernel, int threads) {
     if (n == 0) return;
+    struct chunked_row row;
     float min;
-    const float max = row_max_min(x, n, &min);
+    const float max = chunked_max_min(chunk_row(&row, x, y, n), threads, &min);
     if (max == INFINITY) {
-        infinite_row(x, y, n, log_output);
+        infinite_row(x, y, n, kernel.log_output);
         return;
     }
     /* A row of -inf (and NaN) has max = -inf: x - max is NaN, so is the row.
@@ -277,30 +370,37 @@ SML_INLINE void three_pass_row(const float *x, float *y, int64_t n, int reload, 
      * below the max: most rows), so is every x - max, and the exp skips its
      * cutoff test (11 % of the exp pass on AVX2, 4 % on AVX-512).  The
      * results are the same bits either way. */
-    if (min - max >= SML_EXP_CUTOFF) three_pass_row_after_max(x, y, n, max, reload, log_output, SHIFTED_EXP_NO_CUTOFF);
-    else three_pass_row_after_max(x, y, n, max, reload, log_output, SHIFTED_EXP);
+    if (min - max >= SML_EXP_CUTOFF) three_pass_row_after_max(&row, max, kernel.no_cutoff, kernel.log_output, threads);
+    else three_pass_row_after_max(&row, max, kernel.with_cutoff, kernel.log_output, threads);
+}
+
+static const struct three_pass_kernel SOFTMAX_RELOAD = {PASSES(softmax_reload), PASSES(softmax_reload_no_cutoff), 0};
+
+SML_INLINE void reload_exact_after_max(struct chunked_row *row, float shift, struct row_passes passes, int threads) {
+    const double inverse_sum = 1.0 / chunked_sum(row, passes, shift, threads);
+    const float high = (float)inverse_sum;
+    chunked_write(row, passes, high, (float)(inverse_sum - high), threads);
 }
 
 /* reload_exact softmax of a row: exp(x - max) = p * 2^(n - n_max) exactly, with
  * 2^SHIFT_HEADROOM more, summed and stored; then y = stored * (1/sum). */
-static void reload_exact_row(const float *x, float *y, int64_t n) {
+SML_INLINE void reload_exact_row(const float *x, float *y, int64_t n, int threads) {
     if (n == 0) return;
+    struct chunked_row row;
     float min;
-    const float max = row_max_min(x, n, &min);
+    const float max = chunked_max_min(chunk_row(&row, x, y, n), threads, &min);
     if (max == INFINITY) {
         infinite_row(x, y, n, 0);
         return;
     }
     if (!(fabsf(max) < PAIR_ROW_LIMIT)) { /* also a row of -inf and NaN: NaN, as in reload */
-        three_pass_row_after_max(x, y, n, max, 1, 0, SHIFTED_EXP);
+        three_pass_row_after_max(&row, max, PASSES(softmax_reload), 0, threads);
         return;
     }
     /* The same rounding as vf_exp_mantissa's n, so that no element's n exceeds n_max. */
     const float shift = nearbyintf(max * SML_LOG2E) - SHIFT_HEADROOM;
-    const enum exp_form form = min >= -X_CLAMP ? PAIR_EXP : PAIR_EXP_CLAMPED;
-    const double inverse_sum = 1.0 / sum_exp_shifted(x, y, n, shift, STORE_EXP, form);
-    const float high = (float)inverse_sum;
-    write_output(y, y, n, 0.0f, high, (float)(inverse_sum - high), SCALE_STORED_EXP_SPLIT, form);
+    if (min >= -X_CLAMP) reload_exact_after_max(&row, shift, PASSES(reload_exact), threads);
+    else reload_exact_after_max(&row, shift, PASSES(reload_exact_clamped), threads);
 }
 
 void SML_ISA_SUFFIX(sml_f32_exp_nonpositive)(int64_t n, const float *t, float *e) {
@@ -309,18 +409,30 @@ void SML_ISA_SUFFIX(sml_f32_exp_nonpositive)(int64_t n, const float *t, float *e
     if (i < n) vf_store_tail(e + i, n - i, vf_exp_nonpositive(vf_load_tail(t + i, n - i, 0.0f), 1));
 }
 
-#define ROW_KERNEL(name, reload, log_output)                                                   \
-    void SML_ISA_SUFFIX(name)(int64_t rows, int64_t n, const float *x, float *y) {             \
-        for (int64_t r = 0; r < rows; r++) three_pass_row(x + r * n, y + r * n, n, reload, log_output); \
-    }
-
-ROW_KERNEL(sml_f32_softmax_reload, 1, 0)
-ROW_KERNEL(sml_f32_softmax_recompute, 0, 0)
-ROW_KERNEL(sml_f32_log_softmax_reload, 1, 1)
-ROW_KERNEL(sml_f32_log_softmax_recompute, 0, 1)
-
-void SML_ISA_SUFFIX(sml_f32_softmax_reload_exact)(int64_t rows, int64_t n, const float *x, float *y) {
-    for (int64_t r = 0; r < rows; r++) reload_exact_row(x + r * n, y + r * n, n);
+SML_INLINE void softmax_reload_row(const float *x, float *y, int64_t n, int threads) {
+    three_pass_row(x, y, n, SOFTMAX_RELOAD, threads);
 }
+
+SML_INLINE void softmax_recompute_row(const float *x, float *y, int64_t n, int threads) {
+    three_pass_row(x, y, n, (struct three_pass_kernel){PASSES(softmax_recompute), PASSES(softmax_recompute_no_cutoff), 0},
+                   threads);
+}
+
+SML_INLINE void log_softmax_reload_row(const float *x, float *y, int64_t n, int threads) {
+    three_pass_row(x, y, n, (struct three_pass_kernel){PASSES(log_softmax_reload), PASSES(log_softmax_reload_no_cutoff), 1},
+                   threads);
+}
+
+SML_INLINE void log_softmax_recompute_row(const float *x, float *y, int64_t n, int threads) {
+    three_pass_row(x, y, n,
+                   (struct three_pass_kernel){PASSES(log_softmax_recompute), PASSES(log_softmax_recompute_no_cutoff), 1},
+                   threads);
+}
+
+SML_ROW_KERNEL(sml_f32_softmax_reload, softmax_reload_row, )
+SML_ROW_KERNEL(sml_f32_softmax_recompute, softmax_recompute_row, )
+SML_ROW_KERNEL(sml_f32_log_softmax_reload, log_softmax_reload_row, )
+SML_ROW_KERNEL(sml_f32_log_softmax_recompute, log_softmax_recompute_row, )
+SML_ROW_KERNEL(sml_f32_softmax_reload_exact, reload_exact_row, )
 
 SML_TILES(three_pass, VF_LANES, UNROLL * VF_LANES, SUM_TRIP * VF_LANES)

@@ -25,6 +25,7 @@
 #include "tiles.h"
 #include "row_layout.h"
 #include "exp_pairs.h"
+#include "pool.h"
 
 #define SUM_TRIP 8           /* vectors per tree of pass 1, as in the three-pass sum */
 #define OUTPUT_UNROLL 4      /* vectors per trip of pass 2 */
@@ -53,9 +54,10 @@ static int pairs_usable(double mantissa, double exponent) {
     return isfinite(mantissa) && mantissa > 0.0 && fabs(exponent) < EXPONENT_LIMIT;
 }
 
-/* Pass 1: sum exp(x) = *mantissa * 2^*exponent over a row of n > 0; returns
- * pairs_usable() of the result. */
-static int sum_exp_pair_vector(const float *x, int64_t n, double *mantissa, double *exponent) {
+/* Pass 1: sum exp(x) = *mantissa * 2^*exponent over n > 0 elements (a row or
+ * a chunk of one), as the vector pass represents it: pairs_usable() says
+ * whether it could. */
+static void sum_exp_pair_vector(const float *x, int64_t n, double *mantissa, double *exponent) {
     const int64_t trip = SUM_TRIP * VF_LANES;
     vpair acc = vpair_zero();
     int64_t i = 0;
@@ -81,7 +83,6 @@ static int sum_exp_pair_vector(const float *x, int64_t n, double *mantissa, doub
     for (int k = 0; k < VF_LANES; k++) sum += m[k] * exp2(e[k] - top); /* exact: integral exponents */
     *mantissa = sum;
     *exponent = top;
-    return pairs_usable(sum, top);
 }
 
 /* The pair of a row the vector pass cannot represent, in double precision:
@@ -162,56 +163,131 @@ SML_INLINE void write_two_pass_output(const float *x, float *y, int64_t n, float
     if (i < n) vf_store_tail(y + i, n - i, pass2_vector(vf_load_tail(x + i, n - i, 0.0f), va, vb, vc, vd, log_output));
 }
 
-void SML_ISA_SUFFIX(sml_f32_sum_exp_pair)(int64_t rows, int64_t n, const float *x, double *mantissa, double *exponent) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *row = x + r * n;
-        if (n == 0) mantissa[r] = 0.0, exponent[r] = -INFINITY;
-        else if (!sum_exp_pair_vector(row, n, &mantissa[r], &exponent[r])) sum_exp_pair_exact(row, n, &mantissa[r], &exponent[r]);
-    }
+/* A row split into chunks (csrc/pool.h): each chunk's pair from pass 1, and
+ * pass 2's parameters (write_two_pass_output's a, b, c, d). */
+struct pair_row {
+    const float *x;
+    float *y;
+    int64_t n, chunk;
+    float a, b, c, d;
+    double mantissas[ROW_CHUNKS_MAX], exponents[ROW_CHUNKS_MAX];
+};
+
+SML_INLINE void pair_chunks(void *context, int64_t first, int64_t end) {
+    struct pair_row *row = context;
+    for (int64_t c = first; c < end; c++)
+        sum_exp_pair_vector(row->x + c * row->chunk, chunk_length(row->n, c), &row->mantissas[c], &row->exponents[c]);
 }
+
+/* Pass 1 over the chunks of a row of n > 0: the chunks' pairs scaled to the
+ * largest exponent (exactly) and added in chunk order, as sum_exp_pair_vector
+ * merges its lanes; returns pairs_usable() of the sum. */
+SML_INLINE int chunked_sum_exp_pair(struct pair_row *row, const float *x, float *y, int64_t n, int threads,
+                                double *mantissa, double *exponent) {
+    row->x = x, row->y = y, row->n = n, row->chunk = row_chunk(n);
+    const int64_t chunks = row_chunk_count(n);
+    run_chunks(chunks, n, threads, pair_chunks, row);
+    double top = row->exponents[0], sum = 0.0;
+    for (int64_t c = 1; c < chunks; c++) top = row->exponents[c] > top ? row->exponents[c] : top;
+    for (int64_t c = 0; c < chunks; c++) sum += row->mantissas[c] * exp2(row->exponents[c] - top);
+    *mantissa = sum;
+    *exponent = top;
+    return pairs_usable(sum, top);
+}
+
+/* Pass 2 over chunks [first, end), one function per (log_output, stream): the
+ * compiler specializes the loops for constants.  Each thread fences its own
+ * non-temporal stores before the pool reports its share done. */
+#define CHUNK_OUTPUT(name, log_output, stream)                                                                  \
+    SML_INLINE void name(void *context, int64_t first, int64_t end) {                                          \
+        const struct pair_row *row = context;                                                                   \
+        for (int64_t c = first; c < end; c++) {                                                                 \
+            const int64_t at = c * row->chunk;                                                                  \
+            write_two_pass_output(row->x + at, row->y + at, chunk_length(row->n, c), row->a, row->b, row->c, row->d, \
+                                  log_output, stream);                                                          \
+        }                                                                                                       \
+        if (stream) vf_stream_fence();                                                                          \
+    }
+
+CHUNK_OUTPUT(softmax_chunks, 0, 0)
+CHUNK_OUTPUT(log_softmax_chunks, 1, 0)
+CHUNK_OUTPUT(softmax_chunks_stream, 0, 1)
+CHUNK_OUTPUT(log_softmax_chunks_stream, 1, 1)
 
 /* The three-pass reload kernels of this ISA (csrc/three_pass_kernels.h, in
  * another translation unit; the build declares kernels from the catalog). */
-void SML_ISA_SUFFIX(sml_f32_softmax_reload)(int64_t rows, int64_t n, const float *x, float *y);
-void SML_ISA_SUFFIX(sml_f32_log_softmax_reload)(int64_t rows, int64_t n, const float *x, float *y);
+void SML_ISA_SUFFIX(sml_f32_softmax_reload)(int64_t rows, int64_t n, const float *x, float *y, int workers);
+void SML_ISA_SUFFIX(sml_f32_log_softmax_reload)(int64_t rows, int64_t n, const float *x, float *y, int workers);
 
-/* Both passes over each row; rows the pairs cannot represent, and rows of
- * one element, take the three-pass reload kernel. */
-SML_INLINE void two_pass_rows(int64_t rows, int64_t n, const float *x, float *y, int log_output, int stream) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *row = x + r * n;
-        float *out = y + r * n;
-        double mantissa, exponent;
-        if (n == 0) continue;
-        if (n == 1 || !sum_exp_pair_vector(row, n, &mantissa, &exponent)) {
-            if (log_output) SML_ISA_SUFFIX(sml_f32_log_softmax_reload)(1, n, row, out);
-            else SML_ISA_SUFFIX(sml_f32_softmax_reload)(1, n, row, out);
-        } else if (log_output) {
-            const double log_sum = log(mantissa) + exponent * 0.6931471805599453; /* ln 2 */
-            const float high = (float)log_sum;
-            write_two_pass_output(row, out, n, high, (float)(log_sum - high), 0.0f, 0.0f, 1, stream);
-        } else {
-            const double inverse = 1.0 / mantissa;
-            const float high = (float)inverse;
-            /* p * (1/M) is at least 0.69 * high (p >= 0.7071): with n - E at or above
-             * this (and at or above vf_scale_pow2's floor), every output is normal. */
-            const double normal_from = fmax(ceil(-126.0 - log2(0.69 * high)), SML_SCALE_FLOOR);
-            write_two_pass_output(row, out, n, high, (float)(inverse - high), (float)exponent, (float)normal_from, 0,
-                                  stream);
-        }
+/* Both passes over a row; rows the pairs cannot represent, and rows of one
+ * element, take the three-pass reload kernel. */
+SML_INLINE void two_pass_row(const float *x, float *y, int64_t n, int log_output, sml_task_range output, int threads) {
+    struct pair_row row;
+    double mantissa, exponent;
+    if (n == 0) return;
+    if (n == 1 || !chunked_sum_exp_pair(&row, x, y, n, threads, &mantissa, &exponent)) {
+        if (log_output) SML_ISA_SUFFIX(sml_f32_log_softmax_reload)(1, n, x, y, threads);
+        else SML_ISA_SUFFIX(sml_f32_softmax_reload)(1, n, x, y, threads);
+        return;
     }
-    /* Non-temporal stores are weakly ordered: fence them before the caller reads y. */
-    if (stream) vf_stream_fence();
+    if (log_output) {
+        const double log_sum = log(mantissa) + exponent * 0.6931471805599453; /* ln 2 */
+        row.a = (float)log_sum, row.b = (float)(log_sum - row.a), row.c = row.d = 0.0f;
+    } else {
+        const double inverse = 1.0 / mantissa;
+        row.a = (float)inverse, row.b = (float)(inverse - row.a), row.c = (float)exponent;
+        /* p * (1/M) is at least 0.69 * high (p >= 0.7071): with n - E at or above
+         * this (and at or above vf_scale_pow2's floor), every output is normal. */
+        row.d = (float)fmax(ceil(-126.0 - log2(0.69 * row.a)), SML_SCALE_FLOOR);
+    }
+    run_chunks(row_chunk_count(n), n, threads, output, &row);
 }
 
-#define TWO_PASS_KERNEL(name, log_output, stream)                                   \
-    void SML_ISA_SUFFIX(name)(int64_t rows, int64_t n, const float *x, float *y) { \
-        two_pass_rows(rows, n, x, y, log_output, stream);                           \
+#define TWO_PASS_ROW(name, log_output, output)                                   \
+    SML_INLINE void name(const float *x, float *y, int64_t n, int threads) {     \
+        two_pass_row(x, y, n, log_output, output, threads);                      \
     }
 
-TWO_PASS_KERNEL(sml_f32_softmax_two_pass, 0, 0)
-TWO_PASS_KERNEL(sml_f32_log_softmax_two_pass, 1, 0)
-TWO_PASS_KERNEL(sml_f32_softmax_two_pass_stream, 0, 1)
-TWO_PASS_KERNEL(sml_f32_log_softmax_two_pass_stream, 1, 1)
+TWO_PASS_ROW(softmax_row, 0, softmax_chunks)
+TWO_PASS_ROW(log_softmax_row, 1, log_softmax_chunks)
+TWO_PASS_ROW(softmax_row_stream, 0, softmax_chunks_stream)
+TWO_PASS_ROW(log_softmax_row_stream, 1, log_softmax_chunks_stream)
+
+/* Non-temporal stores are weakly ordered: every thread fences its own before
+ * the caller reads y (the chunk outputs above fence too, for split rows). */
+SML_ROW_KERNEL(sml_f32_softmax_two_pass, softmax_row, )
+SML_ROW_KERNEL(sml_f32_log_softmax_two_pass, log_softmax_row, )
+SML_ROW_KERNEL(sml_f32_softmax_two_pass_stream, softmax_row_stream, vf_stream_fence())
+SML_ROW_KERNEL(sml_f32_log_softmax_two_pass_stream, log_softmax_row_stream, vf_stream_fence())
+
+/* sum exp(x) = mantissa * 2^exponent of a row (see csrc/softmaxlib.h). */
+static void sum_exp_pair_row(const float *x, int64_t n, double *mantissa, double *exponent, int threads) {
+    struct pair_row row;
+    if (n == 0) *mantissa = 0.0, *exponent = -INFINITY;
+    else if (!chunked_sum_exp_pair(&row, x, NULL, n, threads, mantissa, exponent))
+        sum_exp_pair_exact(x, n, mantissa, exponent);
+}
+
+struct pair_rows {
+    const float *x;
+    int64_t n;
+    double *mantissa, *exponent;
+};
+
+static void pair_rows(void *context, int64_t first, int64_t end) {
+    const struct pair_rows *job = context;
+    for (int64_t r = first; r < end; r++)
+        sum_exp_pair_row(job->x + r * job->n, job->n, &job->mantissa[r], &job->exponent[r], 1);
+}
+
+void SML_ISA_SUFFIX(sml_f32_sum_exp_pair)(int64_t rows, int64_t n, const float *x, double *mantissa, double *exponent,
+                                          int workers) {
+    if (split_by_rows(rows, n, workers)) {
+        struct pair_rows job = {x, n, mantissa, exponent};
+        sml_parallel(rows, rows * n, workers, pair_rows, &job);
+    } else {
+        for (int64_t r = 0; r < rows; r++) sum_exp_pair_row(x + r * n, n, &mantissa[r], &exponent[r], workers);
+    }
+}
 
 SML_TILES(two_pass, VF_LANES, SUM_TRIP * VF_LANES, OUTPUT_UNROLL * VF_LANES)

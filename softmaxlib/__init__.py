@@ -8,11 +8,12 @@ from . import _auto, diagnostics, quant, stablemax, three_pass, two_pass
 from ._api import apply_rows, fast_path
 from ._dispatch import USABLE_BACKENDS
 from ._runtime import runtime_info, show_runtime
+from ._threads import get_num_threads, set_num_threads
 from ._version import __version__
 from .two_pass import logsumexp
 
-__all__ = ["__version__", "backends", "diagnostics", "log_softmax", "logsumexp", "quant", "runtime_info",
-           "show_runtime", "softmax", "stablemax", "three_pass", "two_pass"]
+__all__ = ["__version__", "backends", "diagnostics", "get_num_threads", "log_softmax", "logsumexp", "quant",
+           "runtime_info", "set_num_threads", "show_runtime", "softmax", "stablemax", "three_pass", "two_pass"]
 
 _FAST_SOFTMAX = fast_path(lambda backend: _auto.choice("softmax", backend))
 _FAST_LOG_SOFTMAX = fast_path(lambda backend: _auto.choice("log_softmax", backend))
@@ -26,7 +27,7 @@ def _auto_log_softmax(backend, n):
     return _auto.kernel_id("log_softmax", backend, n)
 
 
-def softmax(x, axis=-1, *, out=None, backend=None):
+def softmax(x, axis=-1, *, out=None, backend=None, workers=None):
     """Softmax, exp(x) / sum(exp(x)) along `axis`, within 4 ULP of float64 for float32 input.
 
     The algorithm is chosen per backend and row length: three-pass reload with x - max never
@@ -44,6 +45,10 @@ def softmax(x, axis=-1, *, out=None, backend=None):
         An array of the result's shape and dtype to write into; it may be `x` itself.
     backend : {"avx512", "avx2", "numba"}, optional
         Default: the best this CPU runs, or SOFTMAXLIB_BACKEND.
+    workers : int, optional
+        The most threads to use: None for the library default (softmaxlib.get_num_threads()),
+        -1 for every available core, k >= 1 for at most k. Small work runs on one thread; the
+        result is the same bits for every value (docs/threading.md).
 
     Returns
     -------
@@ -69,20 +74,20 @@ def softmax(x, axis=-1, *, out=None, backend=None):
            [0.5 , 0.5 ]], dtype=float32)
     """
     if backend is None:
-        y = _FAST_SOFTMAX(x, axis, out)
+        y = _FAST_SOFTMAX(x, axis, out, workers)
         if y is not None:
             return y
-    return apply_rows(_auto_softmax, x, axis, out, backend)
+    return apply_rows(_auto_softmax, x, axis, out, backend, workers)
 
 
-def log_softmax(x, axis=-1, *, out=None, backend=None):
+def log_softmax(x, axis=-1, *, out=None, backend=None, workers=None):
     """Log-softmax, x - logsumexp(x) along `axis`, within a few float32 epsilons of max(1, |result|).
 
     Three-pass reload while a row stays in cache, two-pass beyond.
 
     Parameters
     ----------
-    x, axis, out, backend
+    x, axis, out, backend, workers
         As softmax().
 
     Returns
@@ -103,10 +108,10 @@ def log_softmax(x, axis=-1, *, out=None, backend=None):
     array([-0.6931472, -0.6931472], dtype=float32)
     """
     if backend is None:
-        y = _FAST_LOG_SOFTMAX(x, axis, out)
+        y = _FAST_LOG_SOFTMAX(x, axis, out, workers)
         if y is not None:
             return y
-    return apply_rows(_auto_log_softmax, x, axis, out, backend)
+    return apply_rows(_auto_log_softmax, x, axis, out, backend, workers)
 
 
 def backends():

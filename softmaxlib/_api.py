@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from . import _bindings, _catalog, _dispatch
+from . import _bindings, _catalog, _dispatch, _threads
 
 try:
     from numpy.exceptions import AxisError
@@ -91,7 +91,7 @@ COPY_IN_PLACE_UP_TO = 2048
 
 
 def fast_path(choice):
-    """f(x, axis, out): the result for the common case, else None (take apply_rows).
+    """f(x, axis, out, workers): the result for the common case, else None (take apply_rows).
 
     choice: the catalog kernel id of a public function, or its auto choice, a function
     backend -> (id in cache, id beyond or None, crossover in elements): resolved once here,
@@ -102,7 +102,7 @@ def fast_path(choice):
     conversions, which cost several times the kernel on short rows (docs/benchmarks.md)."""
     backend = _dispatch.DEFAULT_BACKEND
     if backend == "numba":
-        return lambda x, axis, out: None
+        return lambda x, axis, out, workers: None
     in_cache, beyond, crossover = choice(backend) if callable(choice) else (choice, None, None)
     ffi = _dispatch.ffi
     small, small_streaming = _bindings.row_functions(_catalog.KERNELS[in_cache], backend)
@@ -110,10 +110,11 @@ def fast_path(choice):
     crossover = crossover if beyond else sys.maxsize  # rows longer than this run `beyond`
     stream_above = _dispatch.STREAM_ABOVE_BYTES // 4  # in float32 elements of y
     copy_up_to = COPY_IN_PLACE_UP_TO
+    default_threads, resolve_workers = _threads.DEFAULT, _threads.resolve
     from_buffer, floats, ndarray, empty_like, may_share_memory = \
         ffi.from_buffer, _bindings.FLOATS, np.ndarray, np.empty_like, np.may_share_memory
 
-    def fast(x, axis, out):
+    def fast(x, axis, out, workers):
         if type(x) is not ndarray or x.dtype is not FLOAT32 or type(axis) is not int:
             return None
         shape = x.shape
@@ -124,6 +125,7 @@ def fast_path(choice):
         if not (flags.c_contiguous and flags.aligned and size):
             return None
         n = shape[-1]
+        threads = default_threads[0] if workers is None else resolve_workers(workers)
         if n > crossover:
             function = large_streaming if size > stream_above else large
         else:
@@ -134,7 +136,7 @@ def fast_path(choice):
                 # buffer (ffi.from_buffer) it would need
                 y = x.copy()
                 y_buffer = from_buffer(floats, y)
-                function(size // n, n, y_buffer, y_buffer)
+                function(size // n, n, y_buffer, y_buffer, threads)
                 return y
             y = empty_like(x)
         elif type(out) is ndarray and out.dtype is FLOAT32 and out.shape == shape:
@@ -143,29 +145,31 @@ def fast_path(choice):
                 return None
             if out is x:  # in place: one buffer
                 y_buffer = from_buffer(floats, x)
-                function(size // n, n, y_buffer, y_buffer)
+                function(size // n, n, y_buffer, y_buffer, threads)
                 return x
             if may_share_memory(out, x):
                 return None
             y = out
         else:
             return None
-        function(size // n, n, from_buffer(floats, x), from_buffer(floats, y))
+        function(size // n, n, from_buffer(floats, x), from_buffer(floats, y), threads)
         return y
 
     return fast
 
 
-def apply_rows(operation, x, axis, out, backend):
-    """Runs catalog kernel `operation` along `axis` of x; returns the result (out if given).
+def apply_rows(operation, x, axis, out, backend, workers=None):
+    """Runs catalog kernel `operation` along `axis` of x with at most `workers` threads (as the
+    public functions' argument); returns the result (out if given).
 
     `operation` is a kernel id, or a function (backend, n) -> id choosing one by the row
     length n (the auto path)."""
+    threads = _threads.resolve(workers)
     backend, x, work_dtype, result_dtype, axis = _checked_arguments(x, axis, backend)
     if out is not None:
         check_out(out, x.shape, result_dtype)
     if x.ndim == 0:  # a 0-d input is one row of one element
-        result = apply_rows(operation, x.reshape(1), -1, None, backend).reshape(())
+        result = apply_rows(operation, x.reshape(1), -1, None, backend, threads).reshape(())
         if out is None:
             return result
         out[...] = result
@@ -186,7 +190,7 @@ def apply_rows(operation, x, axis, out, backend):
     n = x_rows.shape[-1]
     if x_rows.size:
         kernel_id = operation(backend, n) if callable(operation) else operation
-        _bindings.bound(kernel_id, backend, work_dtype)(x_rows, y_rows)
+        _bindings.bound(kernel_id, backend, work_dtype)(x_rows, y_rows, threads)
     if y_rows is target:
         return out
     if result_dtype is not work_dtype:
@@ -223,18 +227,19 @@ def _same_data(a, b):
     return a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
 
 
-def reduce_rows(reduction, x, axis, backend):
-    """Runs the catalog's pair reduction along `axis` of x.
+def reduce_rows(reduction, x, axis, backend, workers=None):
+    """Runs the catalog's pair reduction along `axis` of x with at most `workers` threads.
 
     Returns (mantissa, exponent), float64 arrays of x's shape without `axis`,
     and the result dtype of x (for callers that turn the pair into a value).
     """
+    threads = _threads.resolve(workers)
     if backend is None and type(x) is np.ndarray and x.dtype is FLOAT32 and type(axis) is int and x.ndim and \
             (axis == -1 or axis == x.ndim - 1) and x.flags.c_contiguous:  # the common case, as fast_path
         mantissa = np.empty(x.shape[:-1])
         exponent = np.empty(x.shape[:-1])
         if mantissa.size:
-            _bindings.bound(reduction, _dispatch.DEFAULT_BACKEND, FLOAT32)(x, mantissa, exponent)
+            _bindings.bound(reduction, _dispatch.DEFAULT_BACKEND, FLOAT32)(x, mantissa, exponent, threads)
         return mantissa, exponent, FLOAT32
     backend, x, work_dtype, result_dtype, axis = _checked_arguments(x, axis, backend)
     rows_view = x.reshape(1) if x.ndim == 0 else x if axis == x.ndim - 1 else axis_to_last(x, axis)
@@ -243,5 +248,5 @@ def reduce_rows(reduction, x, axis, backend):
     mantissa = np.empty(x_rows.shape[:-1])
     exponent = np.empty(x_rows.shape[:-1])
     if mantissa.size:
-        _bindings.bound(reduction, backend, work_dtype)(x_rows, mantissa, exponent)
+        _bindings.bound(reduction, backend, work_dtype)(x_rows, mantissa, exponent, threads)
     return mantissa, exponent, result_dtype

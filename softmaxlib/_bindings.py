@@ -52,12 +52,12 @@ def _rows(kernel, backend):
     stream_above = _dispatch.STREAM_ABOVE_BYTES
     from_buffer = _dispatch.ffi.from_buffer
 
-    def run(x, y):
+    def run(x, y, workers=1):
         if not (x.flags.aligned and y.flags.aligned):
-            return _run_realigned(run, (x, y), outputs=(1,))
+            return _run_realigned(run, (x, y, workers), outputs=(1,))
         n = x.shape[-1]
         function = c_streaming if y.nbytes > stream_above else c_function
-        function(x.size // n if n else 0, n, from_buffer(FLOATS, x), from_buffer(FLOATS, y))
+        function(x.size // n if n else 0, n, from_buffer(FLOATS, x), from_buffer(FLOATS, y), workers)
 
     return run
 
@@ -66,12 +66,12 @@ def _pair(kernel, backend):
     c_function = getattr(_dispatch.lib, kernel.c_symbol(backend))
     from_buffer = _dispatch.ffi.from_buffer
 
-    def run(x, mantissa, exponent):
+    def run(x, mantissa, exponent, workers=1):
         if not (x.flags.aligned and mantissa.flags.aligned and exponent.flags.aligned):
-            return _run_realigned(run, (x, mantissa, exponent), outputs=(1, 2))
+            return _run_realigned(run, (x, mantissa, exponent, workers), outputs=(1, 2))
         n = x.shape[-1]
         c_function(x.size // n if n else mantissa.size, n, from_buffer(FLOATS, x), from_buffer(DOUBLES, mantissa),
-                   from_buffer(DOUBLES, exponent))
+                   from_buffer(DOUBLES, exponent), workers)
 
     return run
 
@@ -80,12 +80,12 @@ def _loss(kernel, backend):
     c_function = getattr(_dispatch.lib, kernel.c_symbol(backend))
     ffi = _dispatch.ffi
 
-    def run(x, labels, ignore_index, grad_scale, losses, grad):
+    def run(x, labels, ignore_index, grad_scale, losses, grad, workers=1):
         if not all(a is None or a.flags.aligned for a in (x, labels, losses, grad)):
-            return _run_realigned(run, (x, labels, ignore_index, grad_scale, losses, grad), outputs=(4, 5))
+            return _run_realigned(run, (x, labels, ignore_index, grad_scale, losses, grad, workers), outputs=(4, 5))
         c_function(losses.size, x.shape[-1], ffi.from_buffer(FLOATS, x), ffi.from_buffer(INT64S, labels),
                    ignore_index, grad_scale, ffi.from_buffer(DOUBLES, losses),
-                   ffi.NULL if grad is None else ffi.from_buffer(FLOATS, grad))
+                   ffi.NULL if grad is None else ffi.from_buffer(FLOATS, grad), workers)
 
     return run
 
@@ -124,11 +124,11 @@ def _quantize(kernel, backend):
     c_function = getattr(_dispatch.lib, kernel.c_symbol(backend))
     ffi = _dispatch.ffi
 
-    def run(x, blocksize, tables, q, absmax):
+    def run(x, blocksize, tables, q, absmax, workers=1):
         if not (x.flags.aligned and absmax.flags.aligned):
-            return _run_realigned(run, (x, blocksize, tables, q, absmax), outputs=(3, 4))
+            return _run_realigned(run, (x, blocksize, tables, q, absmax, workers), outputs=(3, 4))
         c_function(x.size, ffi.from_buffer(FLOATS, x), blocksize, *_tables(ffi, tables), ffi.from_buffer(BYTES, q),
-                   ffi.from_buffer(FLOATS, absmax))
+                   ffi.from_buffer(FLOATS, absmax), workers)
 
     return run
 
@@ -138,14 +138,22 @@ def _dequantize(kernel, backend):
     from_buffer = _dispatch.ffi.from_buffer
     stream_above = _dispatch.STREAM_ABOVE_BYTES  # as the two-pass kernels
 
-    def run(q, absmax, blocksize, code, out):
+    def run(q, absmax, blocksize, code, out, workers=1):
         if not (absmax.flags.aligned and code.flags.aligned and out.flags.aligned):
-            return _run_realigned(run, (q, absmax, blocksize, code, out), outputs=(4,))
+            return _run_realigned(run, (q, absmax, blocksize, code, out, workers), outputs=(4,))
         c_function(q.size, from_buffer(BYTES, q), from_buffer(FLOATS, absmax), blocksize, from_buffer(FLOATS, code),
-                   from_buffer(FLOATS, out), int(out.nbytes > stream_above))
+                   from_buffer(FLOATS, out), int(out.nbytes > stream_above), workers)
 
     return run
 
+
+# The signatures whose C kernels take a thread count (csrc/pool.h): their bound calls take it as a last
+# argument, `workers` (default 1; the Numba twins run on the calling thread and ignore it).
+WITH_WORKERS = ("rows", "pair", "loss", "quantize", "dequantize")
+# The bound calls' arguments before `workers`, per signature (the adapters above)
+SIGNATURES_ARGUMENTS = {"loss": ("x", "labels", "ignore_index", "grad_scale", "losses", "grad"),
+                        "quantize": ("x", "blocksize", "tables", "q", "absmax"),
+                        "dequantize": ("q", "absmax", "blocksize", "code", "out")}
 
 ADAPTERS = {"rows": _rows, "pair": _pair, "loss": _loss, "map": _map, "codes": _codes, "quantize": _quantize,
             "dequantize": _dequantize}
@@ -156,12 +164,17 @@ def twin(kernel, dtype):
     module = importlib.import_module(f"{__package__}._numba.{kernel.family}")
     function = getattr(module, kernel.twin_name(dtype))
     if kernel.signature == "rows":
-        def run(x, y):  # the twins take (rows, n) arrays
+        def run(x, y, workers=1):  # the twins take (rows, n) arrays
             n = x.shape[-1]
             function(x.reshape(-1, n), y.reshape(-1, n))
     elif kernel.signature == "pair":
-        def run(x, mantissa, exponent):  # (rows, n) and (rows,) arrays
+        def run(x, mantissa, exponent, workers=1):  # (rows, n) and (rows,) arrays
             function(x.reshape(mantissa.size, x.shape[-1]), mantissa.reshape(-1), exponent.reshape(-1))
+    elif kernel.signature in WITH_WORKERS:
+        arity = len(SIGNATURES_ARGUMENTS[kernel.signature])
+
+        def run(*arguments):  # without the C kernel's workers, if given
+            function(*arguments[:arity])
     else:
         return function
     return run

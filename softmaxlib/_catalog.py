@@ -23,12 +23,12 @@ FAMILIES = ("three_pass", "two_pass", "stablemax", "quant")  # csrc/<family>_<is
 # call each signature through one adapter (softmaxlib/_bindings.py).
 SIGNATURES = {
     # (rows, n) -> (rows, n), row by row
-    "rows": "int64_t rows, int64_t n, const float *x, float *y",
+    "rows": "int64_t rows, int64_t n, const float *x, float *y, int workers",
     # per row, sum exp(x) = mantissa * 2^exponent
-    "pair": "int64_t rows, int64_t n, const float *x, double *mantissa, double *exponent",
+    "pair": "int64_t rows, int64_t n, const float *x, double *mantissa, double *exponent, int workers",
     # per row, a loss of x and an integer label, and optionally its gradient
     "loss": "int64_t rows, int64_t n, const float *x, const int64_t *labels, int64_t ignore_index, "
-            "double grad_scale, double *losses, float *grad",
+            "double grad_scale, double *losses, float *grad, int workers",
     # elementwise
     "map": "int64_t n, const float *t, float *e",
     # elementwise: the code of each value already scaled into [-1, 1]
@@ -36,10 +36,10 @@ SIGNATURES = {
              "uint8_t zero_code, uint8_t *q",
     # block-wise: absmax per block, and the code of each value scaled by 1/absmax
     "quantize": "int64_t n, const float *x, int64_t blocksize, const int32_t *table, const float *midpoints, "
-                "int single_compare, uint8_t zero_code, uint8_t *q, float *absmax",
+                "int single_compare, uint8_t zero_code, uint8_t *q, float *absmax, int workers",
     # block-wise: code[q] * absmax
     "dequantize": "int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize, const float *code, "
-                  "float *out, int stream",
+                  "float *out, int stream, int workers",
 }
 
 
@@ -177,4 +177,4 @@ def tile_symbol(family, isa):
 
 def c_sources():
     """The C translation units of the extension, relative to csrc/."""
-    return ["runtime.c"] + [f"{family}_{isa}.c" for family in FAMILIES for isa in ISAS]
+    return ["runtime.c", "pool.c"] + [f"{family}_{isa}.c" for family in FAMILIES for isa in ISAS]

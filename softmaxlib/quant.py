@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _bindings, _catalog, _codebooks, _dispatch
+from . import _bindings, _catalog, _codebooks, _dispatch, _threads
 from ._codebooks import create_dynamic_map, create_linear_map
 
 __all__ = ["QuantState", "create_dynamic_map", "create_linear_map", "dequantize_blockwise", "quantize_blockwise"]
@@ -270,7 +270,7 @@ _DEFAULT_TABLES = _codebooks.search_tables(_DEFAULT_CODE)
 
 
 def _fast_quantizer():
-    """f(x, blocksize, nonfinite): quantize_blockwise's result for the common case, else None.
+    """f(x, blocksize, nonfinite, workers): quantize_blockwise's result for the common case, else None.
 
     The common case: an ndarray of native float32, C-contiguous and aligned, not empty, with the
     default codebook, an int blocksize in range, no out= and no backend=, and finite (or
@@ -279,7 +279,7 @@ def _fast_quantizer():
     elements, more than the kernel)."""
     backend = _dispatch.DEFAULT_BACKEND
     if backend == "numba":
-        return lambda x, blocksize, nonfinite: None
+        return lambda x, blocksize, nonfinite, workers: None
     ffi = _dispatch.ffi
     kernel = getattr(_dispatch.lib, _catalog.KERNELS["quantize_blockwise"].c_symbol(backend))
     tables = _DEFAULT_TABLES  # it stays alive, and so do its buffers
@@ -289,7 +289,9 @@ def _fast_quantizer():
     floats, uint8s, from_buffer, ndarray, empty, float32 = \
         _bindings.FLOATS, _bindings.BYTES, ffi.from_buffer, np.ndarray, np.empty, np.dtype(np.float32)
 
-    def fast(x, blocksize, nonfinite):
+    default_threads, resolve_workers = _threads.DEFAULT, _threads.resolve
+
+    def fast(x, blocksize, nonfinite, workers):
         if type(x) is not ndarray or x.dtype is not float32 or type(blocksize) is not int or \
                 not MIN_BLOCKSIZE <= blocksize <= MAX_BLOCKSIZE or nonfinite not in NONFINITE:
             return None
@@ -300,7 +302,7 @@ def _fast_quantizer():
         q = empty(x.shape, np.uint8)
         absmax = empty(-(-size // blocksize), np.float32)
         kernel(size, from_buffer(floats, x), blocksize, *table_arguments, from_buffer(uint8s, q),
-               from_buffer(floats, absmax))
+               from_buffer(floats, absmax), default_threads[0] if workers is None else resolve_workers(workers))
         # a NaN or inf: the general path says which. One block, the common case, is read as a
         # scalar (a NumPy reduction costs about 1 us); several are summed in float64, which no
         # finite absmax can overflow
@@ -319,7 +321,7 @@ _UINT8, _FLOAT32 = np.dtype(np.uint8), np.dtype(np.float32)
 
 
 def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=None, nonfinite="raise",
-                       backend=None):
+                       backend=None, workers=None):
     """(q, state): uint8 codes of x's shape and the QuantState to dequantize them.
 
     x is flattened in C order and cut into blocks of `blocksize` elements (the last may be
@@ -344,6 +346,10 @@ def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=Non
         NaN or inf gets an absmax of NaN or inf and dequantizes to NaN.
     backend : {"avx512", "avx2", "numba"}, optional
         As softmax.
+    workers : int, optional
+        The most threads to use: None for the library default (softmaxlib.get_num_threads()),
+        -1 for every available core, k >= 1 for at most k. Blocks are shared among the threads;
+        small inputs run on one. The result is the same whatever the value (docs/threading.md).
 
     Returns
     -------
@@ -383,10 +389,11 @@ def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=Non
     ValueError: x[1] is nan: quantize_blockwise needs finite input (or nonfinite='propagate')
     """
     if backend is None and code is None and out is None and absmax_out is None:
-        result = _fast_quantize(x, blocksize, nonfinite)
+        result = _fast_quantize(x, blocksize, nonfinite, workers)
         if result is not None:
             return result
     backend = _dispatch.resolve(backend)
+    threads = _threads.resolve(workers)
     blocksize = _check_blocksize(blocksize)
     if nonfinite not in NONFINITE:
         raise ValueError(f"nonfinite must be one of {', '.join(map(repr, NONFINITE))}, not {nonfinite!r}")
@@ -407,7 +414,7 @@ def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=Non
     absmax_flat = absmax if absmax.flags.c_contiguous else np.empty(blocks, np.float32)
     if flat.size:
         tables = _DEFAULT_TABLES if default else _codebooks.search_tables(code)
-        _bindings.bound("quantize_blockwise", backend)(flat, blocksize, tables, q_flat, absmax_flat)
+        _bindings.bound("quantize_blockwise", backend)(flat, blocksize, tables, q_flat, absmax_flat, threads)
         if nonfinite == "raise" and not np.isfinite(absmax_flat).all():
             first = int(np.flatnonzero(~np.isfinite(flat))[0])
             index = np.unravel_index(first, x.shape) if x.ndim else ()
@@ -423,7 +430,7 @@ def quantize_blockwise(x, code=None, *, blocksize=4096, out=None, absmax_out=Non
                                           dtype=dtype)
 
 
-def dequantize_blockwise(q, state, *, out=None, backend=None):
+def dequantize_blockwise(q, state, *, out=None, backend=None, workers=None):
     """code[q] * absmax per block: float32, or state.dtype (rounded from float32) if it is not.
 
     NaN over a block whose absmax is NaN or inf. The state was checked when it was built.
@@ -438,6 +445,10 @@ def dequantize_blockwise(q, state, *, out=None, backend=None):
         A writable array of state.shape and state.dtype to write into.
     backend : {"avx512", "avx2", "numba"}, optional
         As softmax.
+    workers : int, optional
+        The most threads to use: None for the library default (softmaxlib.get_num_threads()),
+        -1 for every available core, k >= 1 for at most k. Blocks are shared among the threads;
+        small inputs run on one. The result is the same whatever the value (docs/threading.md).
 
     Returns
     -------
@@ -471,9 +482,11 @@ def dequantize_blockwise(q, state, *, out=None, backend=None):
         result = np.empty(state.shape, np.float32)
         if q.size:
             # flat arrays, as every quantization kernel takes them (the Numba twin indexes them flat)
-            _DEQUANTIZE(q.reshape(-1), state.absmax, state.blocksize, state.code, result.reshape(-1))
+            _DEQUANTIZE(q.reshape(-1), state.absmax, state.blocksize, state.code, result.reshape(-1),
+                        _threads.resolve(workers))
         return result
     backend = _dispatch.resolve(backend)
+    threads = _threads.resolve(workers)
     if not isinstance(state, QuantState):
         raise TypeError(f"state must be a QuantState, not {type(state).__name__}")
     q = np.asarray(q)
@@ -487,7 +500,7 @@ def dequantize_blockwise(q, state, *, out=None, backend=None):
     values = result.reshape(-1) if direct else np.empty(q.size, np.float32)
     if q.size:
         _bindings.bound("dequantize_blockwise", backend)(
-            np.ascontiguousarray(q.reshape(-1)), state.absmax, state.blocksize, state.code, values)
+            np.ascontiguousarray(q.reshape(-1)), state.absmax, state.blocksize, state.code, values, threads)
     if not direct:
         result[...] = values.reshape(state.shape)
     return result

@@ -17,7 +17,7 @@ import operator
 
 import numpy as np
 
-from . import _bindings, _dispatch
+from . import _bindings, _dispatch, _threads
 from ._api import apply_rows, axis_to_last, compute_dtype, fast_path, last_to_axis, normalize_axis
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -58,7 +58,7 @@ _FAST_STABLEMAX = fast_path("stablemax")
 _FAST_LOG_STABLEMAX = fast_path("log_stablemax")
 
 
-def stablemax(x, axis=-1, *, out=None, backend=None):
+def stablemax(x, axis=-1, *, out=None, backend=None, workers=None):
     """StableMax: s(x) / sum(s(x)) along `axis`, with s(x) = x + 1 for x >= 0, 1 / (1 - x) below.
 
     Parameters
@@ -72,6 +72,10 @@ def stablemax(x, axis=-1, *, out=None, backend=None):
         An array of the result's shape and dtype to write into; it may be `x` itself.
     backend : {"avx512", "avx2", "numba"}, optional
         Default: the best this CPU runs, or SOFTMAXLIB_BACKEND.
+    workers : int, optional
+        The most threads to use: None for the library default (softmaxlib.get_num_threads()),
+        -1 for every available core, k >= 1 for at most k. Small work runs on one thread; the
+        result is the same bits for every value (docs/threading.md).
 
     Returns
     -------
@@ -95,18 +99,18 @@ def stablemax(x, axis=-1, *, out=None, backend=None):
     array([0.33333334, 0.6666667 ], dtype=float32)
     """
     if backend is None:
-        y = _FAST_STABLEMAX(x, axis, out)
+        y = _FAST_STABLEMAX(x, axis, out, workers)
         if y is not None:
             return y
-    return apply_rows("stablemax", x, axis, out, backend)
+    return apply_rows("stablemax", x, axis, out, backend, workers)
 
 
-def log_stablemax(x, axis=-1, *, out=None, backend=None):
+def log_stablemax(x, axis=-1, *, out=None, backend=None, workers=None):
     """log s(x) - log(sum(s(x))) along `axis`.
 
     Parameters
     ----------
-    x, axis, out, backend
+    x, axis, out, backend, workers
         As stablemax().
 
     Returns
@@ -127,14 +131,14 @@ def log_stablemax(x, axis=-1, *, out=None, backend=None):
     array([-0.6931472, -0.6931472], dtype=float32)
     """
     if backend is None:
-        y = _FAST_LOG_STABLEMAX(x, axis, out)
+        y = _FAST_LOG_STABLEMAX(x, axis, out, workers)
         if y is not None:
             return y
-    return apply_rows("log_stablemax", x, axis, out, backend)
+    return apply_rows("log_stablemax", x, axis, out, backend, workers)
 
 
 def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore_index=None, return_grad=False,
-                            backend=None):
+                            backend=None, workers=None):
     """Cross-entropy of StableMax: -log(s(x_label) / sum s(x)) per row, accumulated in float64.
 
     Parameters
@@ -158,6 +162,8 @@ def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore
         autograd of s gives NaN (x = 1 exactly).
     backend : {"avx512", "avx2", "numba"}, optional
         As stablemax(); float32 logits run that backend's kernel, float64 the Numba one.
+    workers : int, optional
+        As stablemax(): rows are shared among the threads.
 
     Returns
     -------
@@ -198,6 +204,7 @@ def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, not {reduction!r}")
     backend = _dispatch.resolve(backend)
+    threads = _threads.resolve(workers)
     x = np.asarray(logits)
     work_dtype, result_dtype = compute_dtype(x.dtype)
     if x.ndim == 0:
@@ -234,7 +241,8 @@ def stablemax_cross_entropy(logits, labels, *, axis=-1, reduction="mean", ignore
     scale = 1.0 / count if reduction == "mean" and count else (np.nan if reduction == "mean" else 1.0)
     losses = np.empty(rows.shape[0])
     grad = np.empty_like(rows) if return_grad else None
-    _bindings.bound("stablemax_cross_entropy", backend, work_dtype)(rows, flat_labels, -1, scale, losses, grad)
+    _bindings.bound("stablemax_cross_entropy", backend, work_dtype)(rows, flat_labels, -1, scale, losses, grad,
+                                                                            threads)
     if reduction == "none":
         loss = losses.reshape(labels.shape)
     else:

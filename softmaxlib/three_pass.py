@@ -28,7 +28,7 @@ def _kernel_id(function, variant):
     return f"{function}_{variant}"
 
 
-def softmax(x, axis=-1, *, out=None, variant="reload", backend=None):
+def softmax(x, axis=-1, *, out=None, variant="reload", backend=None, workers=None):
     """Softmax by the three-pass algorithm: exp(x) / sum(exp(x)) along `axis`.
 
     Parameters
@@ -46,6 +46,10 @@ def softmax(x, axis=-1, *, out=None, variant="reload", backend=None):
         rounded, within 4 ULP as two-pass.
     backend : {"avx512", "avx2", "numba"}, optional
         Default: the best this CPU runs, or SOFTMAXLIB_BACKEND.
+    workers : int, optional
+        The most threads to use: None for the library default (softmaxlib.get_num_threads()),
+        -1 for every available core, k >= 1 for at most k. Small work runs on one thread; the
+        result is the same bits for every value (docs/threading.md).
 
     Returns
     -------
@@ -71,18 +75,18 @@ def softmax(x, axis=-1, *, out=None, variant="reload", backend=None):
     """
     kernel_id = _kernel_id("softmax", variant)
     if backend is None:
-        y = _FAST[kernel_id](x, axis, out)
+        y = _FAST[kernel_id](x, axis, out, workers)
         if y is not None:
             return y
-    return apply_rows(kernel_id, x, axis, out, backend)
+    return apply_rows(kernel_id, x, axis, out, backend, workers)
 
 
-def log_softmax(x, axis=-1, *, out=None, variant="reload", backend=None):
+def log_softmax(x, axis=-1, *, out=None, variant="reload", backend=None, workers=None):
     """Log-softmax by the three-pass algorithm: (x - max) - log(sum(exp(x - max))) along `axis`.
 
     Parameters
     ----------
-    x, axis, out, backend
+    x, axis, out, backend, workers
         As softmax().
     variant : {"reload", "recompute"}, optional
         "reload" stores x - max and subtracts log(sum) in a third pass; "recompute" forms
@@ -107,7 +111,7 @@ def log_softmax(x, axis=-1, *, out=None, variant="reload", backend=None):
     """
     kernel_id = _kernel_id("log_softmax", variant)
     if backend is None:
-        y = _FAST[kernel_id](x, axis, out)
+        y = _FAST[kernel_id](x, axis, out, workers)
         if y is not None:
             return y
-    return apply_rows(kernel_id, x, axis, out, backend)
+    return apply_rows(kernel_id, x, axis, out, backend, workers)

@@ -23,7 +23,7 @@ _FAST_SOFTMAX = fast_path("softmax_two_pass")
 _FAST_LOG_SOFTMAX = fast_path("log_softmax_two_pass")
 
 
-def softmax(x, axis=-1, *, out=None, backend=None):
+def softmax(x, axis=-1, *, out=None, backend=None, workers=None):
     """Softmax by the Two-Pass algorithm: exp(x) / sum(exp(x)) along `axis`, within 4 ULP.
 
     Parameters
@@ -37,6 +37,10 @@ def softmax(x, axis=-1, *, out=None, backend=None):
         An array of the result's shape and dtype to write into; it may be `x` itself.
     backend : {"avx512", "avx2", "numba"}, optional
         Default: the best this CPU runs, or SOFTMAXLIB_BACKEND.
+    workers : int, optional
+        The most threads to use: None for the library default (softmaxlib.get_num_threads()),
+        -1 for every available core, k >= 1 for at most k. Small work runs on one thread; the
+        result is the same bits for every value (docs/threading.md).
 
     Returns
     -------
@@ -60,18 +64,18 @@ def softmax(x, axis=-1, *, out=None, backend=None):
     array([0.25, 0.75], dtype=float32)
     """
     if backend is None:
-        y = _FAST_SOFTMAX(x, axis, out)
+        y = _FAST_SOFTMAX(x, axis, out, workers)
         if y is not None:
             return y
-    return apply_rows("softmax_two_pass", x, axis, out, backend)
+    return apply_rows("softmax_two_pass", x, axis, out, backend, workers)
 
 
-def log_softmax(x, axis=-1, *, out=None, backend=None):
+def log_softmax(x, axis=-1, *, out=None, backend=None, workers=None):
     """Log-softmax by the Two-Pass algorithm: x - logsumexp(x) along `axis`.
 
     Parameters
     ----------
-    x, axis, out, backend
+    x, axis, out, backend, workers
         As softmax().
 
     Returns
@@ -92,13 +96,13 @@ def log_softmax(x, axis=-1, *, out=None, backend=None):
     array([-0.6931472, -0.6931472], dtype=float32)
     """
     if backend is None:
-        y = _FAST_LOG_SOFTMAX(x, axis, out)
+        y = _FAST_LOG_SOFTMAX(x, axis, out, workers)
         if y is not None:
             return y
-    return apply_rows("log_softmax_two_pass", x, axis, out, backend)
+    return apply_rows("log_softmax_two_pass", x, axis, out, backend, workers)
 
 
-def sum_exp_pair(x, axis=-1, *, backend=None):
+def sum_exp_pair(x, axis=-1, *, backend=None, workers=None):
     """(mantissa, exponent), float64 arrays with sum(exp(x), axis) = mantissa * 2**exponent.
 
     The first pass of the Two-Pass algorithm, from one pass over x (no max pass): the pair
@@ -113,6 +117,10 @@ def sum_exp_pair(x, axis=-1, *, backend=None):
         The axis to sum along (default: the last).
     backend : {"avx512", "avx2", "numba"}, optional
         Default: the best this CPU runs, or SOFTMAXLIB_BACKEND.
+    workers : int, optional
+        The most threads to use: None for the library default (softmaxlib.get_num_threads()),
+        -1 for every available core, k >= 1 for at most k. Small work runs on one thread; the
+        result is the same bits for every value (docs/threading.md).
 
     Returns
     -------
@@ -140,7 +148,7 @@ def sum_exp_pair(x, axis=-1, *, backend=None):
     >>> two_pass.sum_exp_pair(np.array([[0, 0, 0, 0], [-np.inf] * 4], np.float32))
     (array([4., 0.]), array([  0., -inf]))
     """
-    mantissa, exponent, _ = reduce_rows("sum_exp_pair", x, axis, backend)
+    mantissa, exponent, _ = reduce_rows("sum_exp_pair", x, axis, backend, workers)
     return mantissa, exponent
 
 
@@ -200,7 +208,7 @@ def merge_pairs(pairs):
     return mantissa, exponent
 
 
-def logsumexp(x, axis=-1, *, keepdims=False, backend=None):
+def logsumexp(x, axis=-1, *, keepdims=False, backend=None, workers=None):
     """log(sum(exp(x))) along `axis`, from one pass over x: log M + E ln 2.
 
     (M, E) is the pair of sum_exp_pair(). A finite float64 row whose pair saturates
@@ -218,6 +226,10 @@ def logsumexp(x, axis=-1, *, keepdims=False, backend=None):
         Keep `axis` in the result, with length 1 (for input of at least one dimension).
     backend : {"avx512", "avx2", "numba"}, optional
         Default: the best this CPU runs, or SOFTMAXLIB_BACKEND.
+    workers : int, optional
+        The most threads to use: None for the library default (softmaxlib.get_num_threads()),
+        -1 for every available core, k >= 1 for at most k. Small work runs on one thread; the
+        result is the same bits for every value (docs/threading.md).
 
     Returns
     -------
@@ -245,7 +257,7 @@ def logsumexp(x, axis=-1, *, keepdims=False, backend=None):
     >>> two_pass.logsumexp(np.zeros((2, 4), np.float32), axis=0, keepdims=True)
     array([[0.6931472, 0.6931472, 0.6931472, 0.6931472]], dtype=float32)
     """
-    mantissa, exponent, result_dtype = reduce_rows("sum_exp_pair", x, axis, backend)
+    mantissa, exponent, result_dtype = reduce_rows("sum_exp_pair", x, axis, backend, workers)
     if mantissa.ndim == 0 and result_dtype == np.float32:
         # One row: the same float64 operations on Python floats (np.log itself, so the same log as
         # for many rows), about 5 us less than NumPy's calls on 0-d arrays.

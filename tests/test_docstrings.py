@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 import softmaxlib
-from softmaxlib import _codebooks, _runtime, diagnostics, quant, stablemax, three_pass, two_pass
+from softmaxlib import _codebooks, _runtime, _threads, diagnostics, quant, stablemax, three_pass, two_pass
 
 SUBMODULES = (three_pass, two_pass, stablemax, quant, diagnostics)
 # Where the public functions' docstrings are defined: softmaxlib re-exports runtime_info and
 # show_runtime from _runtime, quant create_dynamic_map and create_linear_map from _codebooks.
-DOCTEST_MODULES = (softmaxlib, _runtime, _codebooks) + SUBMODULES
-# Functions that return None (print), for which numpydoc has no Returns section.
-RETURN_NOTHING = {"softmaxlib.show_runtime"}
+DOCTEST_MODULES = (softmaxlib, _runtime, _codebooks, _threads) + SUBMODULES
+# Functions that return None (they print or set), for which numpydoc has no Returns section.
+RETURN_NOTHING = {"softmaxlib.show_runtime", "softmaxlib.set_num_threads"}
 
 
 def _public_callables():

@@ -58,7 +58,7 @@ OTHER_CASES = {
 def test_other_inputs_take_the_general_path_with_the_same_result(case):
     x = _rows((3, 40))
     variant = OTHER_CASES[case](x)
-    assert softmaxlib._FAST_SOFTMAX(variant, -1, None) is None
+    assert softmaxlib._FAST_SOFTMAX(variant, -1, None, None) is None
     expected = softmaxlib.softmax(x.astype(np.float64) if case in ("float64", "a list") else x)
     np.testing.assert_array_equal(np.asarray(softmaxlib.softmax(variant)), expected)
 
@@ -67,19 +67,20 @@ def test_other_inputs_take_the_general_path_with_the_same_result(case):
 def test_a_read_only_input_takes_the_fast_path():
     x = _rows((3, 40))
     read_only = np.frombuffer(x.tobytes(), np.float32).reshape(x.shape)
-    np.testing.assert_array_equal(softmaxlib._FAST_SOFTMAX(read_only, -1, None), softmaxlib.softmax(x))
+    np.testing.assert_array_equal(softmaxlib._FAST_SOFTMAX(read_only, -1, None, None), softmaxlib.softmax(x))
 
 
 @requires_c
 def test_other_axes_and_outputs_take_the_general_path():
     x = _rows((4, 40))
     fast = softmaxlib._FAST_SOFTMAX
-    assert fast(x, 0, None) is None and fast(x, 1.0, None) is None and fast(np.float32(1), -1, None) is None
-    assert fast(x[:0], -1, None) is None  # empty
+    assert fast(x, 0, None, None) is None and fast(x, 1.0, None, None) is None
+    assert fast(np.float32(1), -1, None, None) is None
+    assert fast(x[:0], -1, None, None) is None  # empty
     for out in (np.empty((4, 40)), np.empty((40, 4), np.float32).T, np.empty((4, 41), np.float32)[:, 1:],
                 np.empty((40, 4), np.float32), x[::-1]):
-        assert fast(x, -1, out) is None
-    assert fast(x[:, 1:], -1, x[:, :-1]) is None  # partial overlap: the general path copies
+        assert fast(x, -1, out, None) is None
+    assert fast(x[:, 1:], -1, x[:, :-1], None) is None  # partial overlap: the general path copies
 
 
 def _recording_lib(monkeypatch):
@@ -106,7 +107,7 @@ def test_auto_choice_switches_at_the_crossover(monkeypatch):
         y = np.empty_like(x)
         _bindings.bound(expected, backend, np.float32)(x, y)
         called.clear()
-        np.testing.assert_array_equal(fast(x, -1, None), y)
+        np.testing.assert_array_equal(fast(x, -1, None, None), y)
         assert called == [_catalog.KERNELS[expected].c_symbol(backend)]
 
 
@@ -120,7 +121,7 @@ def test_streaming_above_the_threshold(monkeypatch):
     for n, streaming in ((100, False), (101, True)):
         x = _rows((1, n))
         called.clear()
-        y = fast(x, -1, None)
+        y = fast(x, -1, None, None)
         assert called == [kernel.c_symbol(backend, streaming=streaming)]
         np.testing.assert_array_equal(y, two_pass.softmax(x, backend=backend))
 

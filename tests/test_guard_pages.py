@@ -91,8 +91,9 @@ def test_c_kernels_with_empty_rows_touch_nothing(buffers, rows, n, row_kernel, b
     c_function = getattr(_dispatch.lib, _catalog.KERNELS[row_kernel].c_symbol(backend))
     x_end = _dispatch.ffi.cast("float *", x_area.ctypes.data + x_area.nbytes)
     y_end = _dispatch.ffi.cast("float *", y_area.ctypes.data + y_area.nbytes)
-    c_function(rows, n, x_end, y_end)
-    c_function(rows, n, x_end, x_end)
+    for workers in (1, 2):
+        c_function(rows, n, x_end, y_end, workers)
+        c_function(rows, n, x_end, x_end, workers)
 
 
 def test_public_api_with_out_stays_within_rows(buffers, row_kernel, backend, rng):

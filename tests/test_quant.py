@@ -326,5 +326,5 @@ def test_kernels_stay_within_their_arrays(buffers, n, blocksize, backend, rng):
         ffi = _dispatch.ffi
         getattr(_dispatch.lib, _catalog.KERNELS["dequantize_blockwise"].c_symbol(backend))(
             n, ffi.from_buffer("uint8_t[]", expected_q), ffi.from_buffer("float[]", expected_state.absmax), blocksize,
-            ffi.from_buffer("float[]", expected_state.code), ffi.from_buffer("float[]", y), 1)
+            ffi.from_buffer("float[]", expected_state.code), ffi.from_buffer("float[]", y), 1, 2)
         np.testing.assert_array_equal(y, expected_y)

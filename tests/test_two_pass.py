@@ -173,5 +173,5 @@ def test_streaming_kernels_match_and_stay_in_their_rows(buffers, function, n, ba
         x = place(x_area, (2, n), x_where)
         y = place(y_area, (2, n), y_where)
         x[:] = data
-        stream(2, n, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y, require_writable=True))
+        stream(2, n, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y, require_writable=True), 2)
         np.testing.assert_array_equal(y, expected)
