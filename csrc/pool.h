@@ -84,7 +84,11 @@ struct sml_rows {
 #define SML_ROW_KERNEL(name, row, finish)                                                         \
     static void name##_rows(void *context, int64_t first, int64_t end) {                         \
         const struct sml_rows *job = context;                                                      \
-        for (int64_t r = first; r < end; r++) row(job->x + r * job->n, job->y + r * job->n, job->n, 1); \
+        const int64_t n = job->n;                                                                  \
+        if (n <= ROW_CHUNK_MIN) /* one chunk: the compiler drops the chunking from this copy */    \
+            for (int64_t r = first; r < end; r++) row(job->x + r * n, job->y + r * n, n, 1);       \
+        else                                                                                       \
+            for (int64_t r = first; r < end; r++) row(job->x + r * n, job->y + r * n, n, 1);       \
         finish;                                                                                    \
     }                                                                                              \
     void SML_ISA_SUFFIX(name)(int64_t rows, int64_t n, const float *x, float *y, int workers) {   \

@@ -19,12 +19,12 @@ _FAST_SOFTMAX = fast_path(lambda backend: _auto.choice("softmax", backend))
 _FAST_LOG_SOFTMAX = fast_path(lambda backend: _auto.choice("log_softmax", backend))
 
 
-def _auto_softmax(backend, n):
-    return _auto.kernel_id("softmax", backend, n)
+def _auto_softmax(backend, n, rows, threads):
+    return _auto.kernel_id("softmax", backend, n, rows, threads)
 
 
-def _auto_log_softmax(backend, n):
-    return _auto.kernel_id("log_softmax", backend, n)
+def _auto_log_softmax(backend, n, rows, threads):
+    return _auto.kernel_id("log_softmax", backend, n, rows, threads)
 
 
 def softmax(x, axis=-1, *, out=None, backend=None, workers=None):

@@ -94,8 +94,13 @@ def fast_path(choice):
     """f(x, axis, out, workers): the result for the common case, else None (take apply_rows).
 
     choice: the catalog kernel id of a public function, or its auto choice, a function
-    backend -> (id in cache, id beyond or None, crossover in elements): resolved once here,
-    for the default backend. The common case is an ndarray of native float32, C-contiguous and
+    backend -> (id in cache, id beyond or None, crossover), resolved once here for the default
+    backend. crossover: an int, the longest row in elements that runs `in cache`; or an
+    _auto.Crossover, resolved on first use: rows of at most its `short` elements run in cache
+    with no look-up, longer ones run `beyond` if its runs_beyond(n, rows, threads) says so
+    (the probe of the auto path, once per process).
+
+    The common case is an ndarray of native float32, C-contiguous and
     aligned, with at least one element, reduced along its last axis, and out None or a
     float32 array of its shape, C-contiguous, aligned, writable, and x itself or not
     overlapping it. The general path gives the same results; this one skips its checks and
@@ -107,7 +112,12 @@ def fast_path(choice):
     ffi = _dispatch.ffi
     small, small_streaming = _bindings.row_functions(_catalog.KERNELS[in_cache], backend)
     large, large_streaming = _bindings.row_functions(_catalog.KERNELS[beyond or in_cache], backend)
-    crossover = crossover if beyond else sys.maxsize  # rows longer than this run `beyond`
+    if not beyond:
+        short, runs_beyond = sys.maxsize, None
+    elif isinstance(crossover, int):
+        short, runs_beyond = crossover, None  # rows longer than this run `beyond`
+    else:
+        short, runs_beyond = crossover.short, crossover.runs_beyond
     stream_above = _dispatch.STREAM_ABOVE_BYTES // 4  # in float32 elements of y
     copy_up_to = COPY_IN_PLACE_UP_TO
     default_threads, resolve_workers = _threads.DEFAULT, _threads.resolve
@@ -126,7 +136,7 @@ def fast_path(choice):
             return None
         n = shape[-1]
         threads = default_threads[0] if workers is None else resolve_workers(workers)
-        if n > crossover:
+        if n > short and (runs_beyond is None or runs_beyond(n, size // n, threads)):
             function = large_streaming if size > stream_above else large
         else:
             function = small_streaming if size > stream_above else small
@@ -162,8 +172,8 @@ def apply_rows(operation, x, axis, out, backend, workers=None):
     """Runs catalog kernel `operation` along `axis` of x with at most `workers` threads (as the
     public functions' argument); returns the result (out if given).
 
-    `operation` is a kernel id, or a function (backend, n) -> id choosing one by the row
-    length n (the auto path)."""
+    `operation` is a kernel id, or a function (backend, n, rows, threads) -> id choosing one by
+    the row length n, the number of rows and the thread count (the auto path)."""
     threads = _threads.resolve(workers)
     backend, x, work_dtype, result_dtype, axis = _checked_arguments(x, axis, backend)
     if out is not None:
@@ -189,7 +199,7 @@ def apply_rows(operation, x, axis, out, backend, workers=None):
         y_rows = np.empty(x_rows.shape, dtype=work_dtype)
     n = x_rows.shape[-1]
     if x_rows.size:
-        kernel_id = operation(backend, n) if callable(operation) else operation
+        kernel_id = operation(backend, n, x_rows.size // n, threads) if callable(operation) else operation
         _bindings.bound(kernel_id, backend, work_dtype)(x_rows, y_rows, threads)
     if y_rows is target:
         return out
