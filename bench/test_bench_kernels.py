@@ -10,7 +10,8 @@ softmaxlib.bench: short rows are batched (bench.batch_rows); a call on more than
 bench.COLD_BYTES is cold: every cache line of its buffers is flushed before each timed round, in
 pedantic's setup (or, without the C extension, rounds rotate over several buffer sets;
 bench.make_buffers). extra_info, per call of `rows` rows of n elements: n,
-rows, elements, kernel, family, isa (the backend; the peer's name for a peer), cache
+rows, elements, kernel, family, isa (the backend; the peer's name for a peer), workers (1: the
+cases run on one thread; `softmaxlib bench --workers` times them on more), cache
 ("hot"/"cold"), blocksize (quantization), bytes_moved (the catalog kernel's traffic in bytes *
 elements, None without one) and bytes_in_out (effective GB/s = bytes_in_out / time).
 `softmaxlib bench` times the same cases with softmaxlib.bench.time_callable.
@@ -62,17 +63,21 @@ def row_buffers():
     cache.clear()
 
 
-def run_case(benchmark, func, arg_sets, rounds, buffers):
+def run_case(benchmark, case, func, arg_sets, rounds, buffers):
     """Benchmarks func(*args) over the argument sets of buffers; returns (the args of the last
-    call, its result). Flushed buffers: one round per call, after bench.flush in the setup."""
+    call, without the thread count a catalog kernel's bound call takes last, and its result).
+    Flushed buffers: one round per call, after bench.flush in the setup."""
+    def without_workers(args):
+        return args[:-1] if case.name in _catalog.KERNELS else args
+
     if buffers.flush:
         def flushed():
             bench.flush(buffers.sets[0])
             return arg_sets[0], {}
 
-        return arg_sets[0], benchmark.pedantic(func, setup=flushed, rounds=rounds, warmup_rounds=1)
+        return without_workers(arg_sets[0]), benchmark.pedantic(func, setup=flushed, rounds=rounds, warmup_rounds=1)
     if len(arg_sets) == 1:
-        return arg_sets[0], benchmark(func, *arg_sets[0])
+        return without_workers(arg_sets[0]), benchmark(func, *arg_sets[0])
     rotation = itertools.cycle(arg_sets)
     last = {}
 
@@ -81,7 +86,7 @@ def run_case(benchmark, func, arg_sets, rounds, buffers):
         return last["args"], {}
 
     result = benchmark.pedantic(func, setup=setup, rounds=rounds, warmup_rounds=1)
-    return last["args"], result
+    return without_workers(last["args"]), result
 
 
 def describe(benchmark, case, backend, buffers):
@@ -90,6 +95,7 @@ def describe(benchmark, case, backend, buffers):
     traffic = _catalog.KERNELS[kernel_id].traffic if kernel_id else None
     benchmark.extra_info.update(
         n=buffers.n, rows=buffers.rows, elements=buffers.elements, kernel=case.name, family=case.family, isa=backend,
+        workers=1,
         cache=buffers.cache, blocksize=buffers.blocksize, bytes_in_out=case.bytes_in_out * buffers.elements,
         bytes_moved=None if traffic is None else traffic * buffers.elements)
 
@@ -129,8 +135,8 @@ def test_row_case(benchmark, row_buffers, name, backend, n):
     describe(benchmark, case, backend, buffers)
     for _, y in buffers.sets:
         y.fill(np.nan)  # a kernel that skips elements fails the check
-    func, arg_sets = case.build(backend, buffers)
-    args, result = run_case(benchmark, func, arg_sets, COLD_ROUNDS.get(backend, DEFAULT_COLD_ROUNDS), buffers)
+    func, arg_sets = case.build(backend, buffers, 1)
+    args, result = run_case(benchmark, case, func, arg_sets, COLD_ROUNDS.get(backend, DEFAULT_COLD_ROUNDS), buffers)
     check_row_output(case, args, result)
 
 
@@ -151,8 +157,8 @@ def test_quant_case(benchmark, name, backend, blocksize, n):
         if case.name == "quantize_blockwise":
             q.fill(0)
             absmax.fill(np.nan)
-    func, arg_sets = case.build(backend, buffers)
-    args, result = run_case(benchmark, func, arg_sets, COLD_ROUNDS.get(backend, DEFAULT_COLD_ROUNDS), buffers)
+    func, arg_sets = case.build(backend, buffers, 1)
+    args, result = run_case(benchmark, case, func, arg_sets, COLD_ROUNDS.get(backend, DEFAULT_COLD_ROUNDS), buffers)
     code = _codebooks.create_dynamic_map()
     if case.name == "quantize_blockwise":
         _, _, _, q, absmax = args

@@ -4,6 +4,8 @@
     softmaxlib bench                               # the full sweep: n = 2^8 .. 2^26
     softmaxlib bench --suite latency               # ns per public call on one short row
     softmaxlib bench --suite crossover             # also stablemax, quant, peers: see SUITES
+    softmaxlib bench --suite threads               # issue 12: 1 and 2 workers against torch
+    softmaxlib bench --quick --workers 1,2         # every case on 1 and on 2 workers
     softmaxlib bench --inputs normal,uniform80,uniform1000
     softmaxlib bench --json zen5.json --plot zen5.png
     softmaxlib bench compare skylake.json zen5.json
@@ -18,6 +20,9 @@ assists, that row can be many times slower (quick_inputs). Per case: ns per elem
 G elements/s, effective GB/s (bytes in + bytes out over time, the convention that makes two-pass
 and three-pass comparable), the speedup over the NumPy expression when the run has it, and, for
 cold cases, the fraction of the roofline from the C bandwidth probe measured in the same run.
+--workers K (or a list) runs the cases that take a thread count on K workers (workers=K; torch
+at K threads), with the roofline of the bandwidth K threads get, measured in the same run by K
+threads at once; without it every case runs on one worker, as before issue 12.
 
 Bad arguments (an unknown kernel, backend, input or suite, a size list that does not parse, an
 empty list, an output path that cannot be written, an option a suite does not take) exit with
@@ -37,7 +42,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import _dispatch, bench
+from . import _dispatch, _threads, bench
 from ._version import __version__
 
 FULL_SIZES = [1 << k for k in range(8, 27)]
@@ -91,8 +96,15 @@ SUITES = {
                    backends=(_dispatch.DEFAULT_BACKEND,), pivot=("n", "rows")),
     "latency": Suite("ns per public call on one row of n float32, against np.exp, SciPy and torch, and the "
                      "overhead over the bare kernel", (), bench.LATENCY_SIZES, repeats=DEFAULT_REPEATS),
+    # issue 12's closing table: bench.threads_suite, printed by format_threads
+    "threads": Suite("the public calls on 1 and 2 workers (and the library default) against torch.softmax at its "
+                     "default thread count and at one, with the 1- and 2-thread rooflines",
+                     ("softmaxlib.softmax", "two_pass.softmax", "stablemax.stablemax", "quant.quantize_blockwise",
+                      "quant.dequantize_blockwise"), bench.THREADS_SHAPES, repeats=bench.THREADS_REPEATS,
+                     backends=(_dispatch.DEFAULT_BACKEND,)),
 }
 LATENCY_OPTIONS = ("--sizes", "--repeats", "--json")  # the options --suite latency takes
+THREADS_REJECTS = ("quick", "plot")  # the options --suite threads does not take
 
 
 # --- option values ------------------------------------------------------------------------------
@@ -121,14 +133,56 @@ def parse_size(text):
     return value
 
 
+def parse_shape(text):
+    """A size, or a shape 'ROWSxN' such as '64x2^10' -> (64, 1024); ValueError for anything else
+    or out of range (rows * n at most 2^30)."""
+    if "x" not in text.lower():
+        return parse_size(text)
+    parts = text.lower().split("x")
+    if len(parts) != 2:
+        raise ValueError(f"bad shape {text!r}: use ROWSxN, such as 64x2^10")
+    rows, n = (parse_size(part) for part in parts)
+    if rows * n > MAX_SIZE:
+        raise ValueError(f"shape {text!r} is out of range: rows x n <= 2^30")
+    return rows, n
+
+
 def _size_list(text):
+    """--sizes: row lengths n, or shapes ROWSxN."""
     try:
-        sizes = [parse_size(part) for part in text.split(",") if part.strip()]
+        sizes = [parse_shape(part) for part in text.split(",") if part.strip()]
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     if not sizes:
         raise argparse.ArgumentTypeError("no sizes given (leave the option out for the default)")
     return sizes
+
+
+def parse_workers(text):
+    """--workers: comma-separated thread counts, each a positive int or -1 (every available
+    core, resolved here), duplicates dropped; ValueError with the reason."""
+    values = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        try:
+            value = int(part.strip())
+        except ValueError:
+            raise ValueError(f"bad workers {part.strip()!r}: a positive number of threads or -1 (every core), "
+                             f"e.g. --workers 1,2") from None
+        if value < 1 and value != -1:
+            raise ValueError(f"bad workers {value}: a positive number of threads or -1 (every core)")
+        values.append(_threads.available_cores() if value == -1 else value)
+    if not values:
+        raise ValueError("no worker counts given (leave the option out for one worker)")
+    return list(dict.fromkeys(values))
+
+
+def _workers_list(text):
+    try:
+        return parse_workers(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _name_list(text):
@@ -157,12 +211,19 @@ def _blocksize_list(text):
 
 
 def format_size(n):
+    if isinstance(n, tuple):
+        return format_shape(*n)
     if n >= 1024 and n & (n - 1) == 0:
         return f"2^{n.bit_length() - 1}"
     exponent = int(math.log10(n)) if n > 0 else 0
     if n >= 1000 and n == 10 ** exponent:
         return f"1e{exponent}"
     return str(n)
+
+
+def format_shape(rows, n):
+    """'64x2^10' for 64 rows, '2^20' for one row."""
+    return format_size(n) if rows in (None, 1) else f"{rows}x{format_size(n)}"
 
 
 def quick_inputs(case):
@@ -202,17 +263,51 @@ def subnormals_flushed():
     return bool((tiny / np.float32(4))[0] == 0)
 
 
+def _bandwidth_info(bw):
+    return {"read_gb_s": bw.read_gb_s, "read_write_gb_s": bw.read_write_gb_s, "buffer_bytes": bw.nbytes,
+            "source": bw.source, "threads": bw.threads, "start_skew_ns": bw.start_skew_ns}
+
+
 def machine_info(bw):
-    """The machine's facts for the JSON; bw: the run's Bandwidth, or None (the latency suite)."""
+    """The machine's facts for the JSON; bw: the run's Bandwidth or {threads: Bandwidth}, or None
+    (the latency suite). "bandwidth" is the probe of the fewest threads (one, unless --workers
+    leaves 1 out), "bandwidths" every thread count's."""
+    bws = {} if bw is None else (dict(bw) if isinstance(bw, dict) else {bw.threads: bw})
+    first = bws[min(bws)] if bws else None
     return {
         "cpu": _cpu_model(), "machine": platform.machine(), "cores": os.cpu_count(),
         "isa": [name for name, present in _dispatch.CPU_FEATURES.items() if present],
         "backends": list(_dispatch.USABLE_BACKENDS), "default_backend": _dispatch.DEFAULT_BACKEND,
         "caches": _dispatch.CACHE_SIZES, "last_level_cache": _dispatch.LAST_LEVEL_CACHE_BYTES,
         "versions": _versions(), "subnormals_flushed": subnormals_flushed(),
-        "bandwidth": None if bw is None else {"read_gb_s": bw.read_gb_s, "read_write_gb_s": bw.read_write_gb_s,
-                                              "buffer_bytes": bw.nbytes, "source": bw.source},
+        "available_cores": _threads.available_cores(), "default_workers": _threads.DEFAULT[0],
+        "load_average": _load_average(),
+        "bandwidth": None if first is None else _bandwidth_info(first),
+        "bandwidths": [_bandwidth_info(b) for _, b in sorted(bws.items())],
     }
+
+
+def _load_average():
+    """The 1-, 5- and 15-minute load averages (os.getloadavg), or None where there are none."""
+    try:
+        return list(os.getloadavg())
+    except (AttributeError, OSError):
+        return None
+
+
+# A run on several workers with a 1-minute load average at least this high gets a note: other
+# processes were running, and a thread of ours that finds its core busy waits for it.
+BUSY_LOAD = 1.0
+
+
+def load_notes(workers, info):
+    """A line when a run on more than one worker starts on a busy machine (load_average)."""
+    load = info.get("load_average")
+    if max(workers) < 2 or not load or load[0] < BUSY_LOAD:
+        return []
+    return [f"load average {load[0]:.1f} over the last minute on {info['available_cores']} cores: other processes "
+            f"are running, and a thread that finds its core busy waits, so the figures on more than one worker "
+            f"(and the probe's) are lower than this machine gives"]
 
 
 def _print_machine(info):
@@ -223,8 +318,8 @@ def _print_machine(info):
 
 # --- output -------------------------------------------------------------------------------------
 
-HEADER = (f"{'kernel':<29} {'backend':<7} {'n':>6} {'input':<11} {'rows':>5} {'block':>5} {'cache':<5} "
-          f"{'ns/elem':>9} {'G el/s':>7} {'GB/s':>7} {'x NumPy':>7} {'roofline':>8}")
+HEADER = (f"{'kernel':<29} {'backend':<7} {'n':>6} {'input':<11} {'workers':>7} {'rows':>5} {'block':>5} "
+          f"{'cache':<5} {'ns/elem':>9} {'G el/s':>7} {'GB/s':>7} {'x NumPy':>7} {'roofline':>8}")
 
 
 def _optional(value, spec):
@@ -233,18 +328,21 @@ def _optional(value, spec):
 
 def format_row(result):
     return (f"{result.kernel:<29} {result.backend:<7} {format_size(result.n):>6} {result.input:<11} "
-            f"{result.rows:>5} {_optional(result.blocksize, 'd'):>5} {result.cache:<5} "
+            f"{result.workers:>7} {result.rows:>5} {_optional(result.blocksize, 'd'):>5} {result.cache:<5} "
             f"{result.ns_per_element:>9.3f} {result.g_elements_per_s:>7.2f} {result.gb_per_s:>7.1f} "
             f"{_optional(result.speedup_vs_numpy, '.2f'):>7} {_optional(result.roofline_fraction, '.2f'):>8}")
 
 
 def input_ratios(results):
     """{input: [(ratio, result)]} for every input but normal: each case's time over the time of the
-    same kernel, backend, n and block size on N(0, 1) input, when the run has that case."""
-    normal = {(r.kernel, r.backend, r.n, r.blocksize): r for r in results if r.input == "normal"}
+    same kernel, backend, n, rows, block size and workers on N(0, 1) input, when the run has that case."""
+    def key(r):
+        return r.kernel, r.backend, r.n, r.rows, r.blocksize, r.workers
+
+    normal = {key(r): r for r in results if r.input == "normal"}
     ratios = {}
     for result in results:
-        reference = normal.get((result.kernel, result.backend, result.n, result.blocksize))
+        reference = normal.get(key(result))
         if result.input != "normal" and reference is not None:
             ratios.setdefault(result.input, []).append((result.ns_per_element / reference.ns_per_element, result))
     return ratios
@@ -265,7 +363,8 @@ def format_pivot(results, fields):
     """ns per element as a table: one line per value of `fields` (and input and block size, when
     the run has several), one column per kernel (per kernel and backend, when a kernel ran on
     several backends and backend is not a field)."""
-    fields = list(fields) + [name for name in ("input", "blocksize") if len({getattr(r, name) for r in results}) > 1]
+    fields = list(fields) + [name for name in ("input", "blocksize", "workers")
+                             if len({getattr(r, name) for r in results}) > 1]
     backends = {}
     for result in results:
         backends.setdefault(result.kernel, set()).add(result.backend)
@@ -360,8 +459,10 @@ def plot(results, info, path):
     figure, axes = plt.subplots(figsize=(14, 7))
     lines = {}
     several_inputs = len({result.input for result in results}) > 1
+    several_workers = len({result.workers for result in results}) > 1
     for result in results:
-        key = (result.kernel, result.backend, result.input if several_inputs else None, result.blocksize)
+        key = (result.kernel, result.backend, result.input if several_inputs else None, result.blocksize,
+               result.workers if several_workers else None)
         lines.setdefault(key, []).append((result.n, result.gb_per_s))
     # one colour per kernel, one line style per backend
     palette = plt.get_cmap("tab20").colors
@@ -369,21 +470,26 @@ def plot(results, info, path):
                for index, kernel in enumerate(dict.fromkeys(key[0] for key in lines))}
     styles = {"avx512": "-", "avx2": "--", "numba": ":"}
     markers = {None: ".", "normal": ".", "uniform80": "x", "uniform1000": "+"}
-    for (kernel, backend, distribution, blocksize), points in lines.items():
+    for (kernel, backend, distribution, blocksize, workers), points in lines.items():
         points.sort()
         label = (f"{kernel}{f' B={blocksize}' if blocksize else ''} ({backend}"
-                 f"{', ' + bench.INPUTS[distribution] if distribution else ''})")
+                 f"{', ' + bench.INPUTS[distribution] if distribution else ''}"
+                 f"{f', {workers} workers' if workers else ''})")
         axes.plot([p[0] for p in points], [p[1] for p in points], marker=markers.get(distribution, "."),
                   color=colours[kernel], linestyle=styles.get(backend, "-."), label=label)
     for level, size in info["caches"].items():
         axes.axvline(size / 8, color="grey", linestyle=":", linewidth=1)
         axes.text(size / 8, axes.get_ylim()[1] * 0.97, f" {level}", color="grey", va="top")
-    axes.axhline(info["bandwidth"]["read_write_gb_s"], color="black", linestyle="--", linewidth=1,
-                 label="roofline: read+write bandwidth (probe)")
+    for index, probe in enumerate(info.get("bandwidths") or [info["bandwidth"]]):
+        threads = probe.get("threads", 1)
+        axes.axhline(probe["read_write_gb_s"], color="black", linestyle=("--", "-.", ":")[index % 3], linewidth=1,
+                     label=f"roofline: read+write bandwidth (probe, {threads} thread{'s' if threads > 1 else ''})")
     axes.set_xscale("log", base=2)
     axes.set_xlabel("row length n (elements)")
     axes.set_ylabel("effective GB/s = (bytes in + bytes out) / time")
-    axes.set_title(f"softmaxlib {info['versions']['softmaxlib']} on {info['cpu']}, one thread")
+    workers = sorted({result.workers for result in results})
+    axes.set_title(f"softmaxlib {info['versions']['softmaxlib']} on {info['cpu']}, "
+                   f"{'one worker' if workers == [1] else ', '.join(map(str, workers)) + ' workers'}")
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
@@ -442,10 +548,12 @@ def _parser(cases):
                              f"{','.join(QUICK_KERNELS)}, inputs {','.join(QUICK_INPUTS)} (stablemax, "
                              f"quantize and dequantize: normal only), {QUICK_REPEATS} repeats")
     parser.add_argument("--sizes", type=_size_list, default=None,
-                        help="comma-separated row lengths, e.g. 2^8,1e5,2^24 (default 2^8 .. 2^26)")
+                        help="comma-separated row lengths, e.g. 2^8,1e5,2^24 (default 2^8 .. 2^26), or shapes "
+                             "ROWSxN, e.g. 64x2^14 (rows of n; else short rows are batched)")
     parser.add_argument("--kernels", type=_name_list, default=None,
                         help=f"comma-separated kernels or 'all' (default {','.join(DEFAULT_KERNELS)}; "
-                             f"available here: {','.join(cases)})")
+                             f"available here: {','.join(cases)}); with --suite threads its own calls, "
+                             f"{','.join(SUITES['threads'].kernels)},torch.softmax")
     parser.add_argument("--backends", type=_name_list, default=None,
                         help=f"comma-separated backends (default: usable here, {','.join(_dispatch.USABLE_BACKENDS)})")
     parser.add_argument("--inputs", type=_input_list, default=None,
@@ -458,6 +566,11 @@ def _parser(cases):
                         help=f"comma-separated block sizes of the quantization cases (default {bench.QUANT_BLOCKSIZE})")
     parser.add_argument("--repeats", type=int, default=None,
                         help=f"timed samples per case (default {DEFAULT_REPEATS}; {QUICK_REPEATS} with --quick)")
+    parser.add_argument("--workers", type=_workers_list, default=None, metavar="K[,K...]",
+                        help="thread counts, comma-separated, each a positive int or -1 (every core): the cases "
+                             "that take one run on each (workers=K; torch.set_num_threads(K)), with the roofline "
+                             "of K threads' bandwidth, measured in the same run (default 1; the threads suite: "
+                             "1, 2 and the library default)")
     parser.add_argument("--json", metavar="PATH", help="write machine facts and every figure as JSON")
     parser.add_argument("--plot", metavar="PATH.png", help="plot GB/s against n (needs matplotlib: the bench extra)")
     return parser
@@ -477,10 +590,12 @@ def _check_outputs(parser, args):
 def latency_command(parser, args):
     """--suite latency: bench.latency, printed as one table (format_latency), written with --json."""
     suite = SUITES["latency"]
-    for option in ("quick", "kernels", "backends", "inputs", "blocksizes", "plot"):
+    for option in ("quick", "kernels", "backends", "inputs", "blocksizes", "plot", "workers"):
         if getattr(args, option) not in (None, False):
             parser.error(f"--suite latency takes {', '.join(LATENCY_OPTIONS)} only, not --{option}")
     _check_outputs(parser, args)
+    if args.sizes and any(isinstance(size, tuple) for size in args.sizes):
+        parser.error("--suite latency times one row: --sizes takes row lengths, not shapes ROWSxN")
     sizes = args.sizes or list(suite.sizes)
     repeats = args.repeats or suite.repeats
     started = time.perf_counter()
@@ -504,6 +619,176 @@ def latency_command(parser, args):
     return 0
 
 
+def measure_bandwidths(workers):
+    """{threads: Bandwidth} for the rooflines of `workers`: the probe on roofline_threads(k)
+    threads, for each k."""
+    return bench.bandwidths(sorted({bench.roofline_threads(k) for k in workers}))
+
+
+def format_bandwidths(bws):
+    """A line per probe: its thread count, read and read+write GB/s; with several, their ratios
+    to the fewest threads' (what more threads bring, memory-bound)."""
+    lines, first = [], bws[min(bws)]
+    for threads, bw in bws.items():
+        line = (f"bandwidth probe, {bw.nbytes >> 20} MiB, {threads} thread{'s' if threads > 1 else ''}: "
+                f"read {bw.read_gb_s:.1f} GB/s, read+write {bw.read_write_gb_s:.1f} GB/s")
+        if threads != first.threads:
+            line += (f" ({bw.read_gb_s / first.read_gb_s:.2f}x and {bw.read_write_gb_s / first.read_write_gb_s:.2f}x "
+                     f"{first.threads} thread{'s' if first.threads > 1 else ''}'; starts spread "
+                     f"{bw.start_skew_ns / 1e3:.0f} us)")
+        lines.append(line)
+    return lines
+
+
+def workers_notes(workers):
+    """A line when a worker count exceeds the cores here (its roofline is that of the cores)."""
+    cores = _threads.available_cores()
+    over = [k for k in workers if k > cores]
+    if not over:
+        return []
+    return [f"--workers {','.join(map(str, over))}: this process may run on {cores} core{'s' if cores > 1 else ''}; "
+            f"the pool runs at most {cores} threads, so the roofline of {'those' if len(over) > 1 else 'that'} is "
+            f"{cores} threads'"]
+
+
+def _cell(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def _ns_cell(value):
+    """ns per element in at most 7 characters: 3 decimals below 10, fewer above."""
+    if value is None:
+        return "-"
+    return format(value, ".3f" if value < 9.9995 else ".2f" if value < 99.995 else ".1f" if value < 999.95 else ".0f")
+
+
+def format_threads(lines, workers=None, torch_threads=None, *, several_blocks=None):
+    """Issue 12's table: three lines of header, then one line per call, shape, input (and block
+    size, with several): ns per element on each worker count, the speedup over the fewest
+    workers, the roofline (ns per element, from the catalog's traffic and the probe of that many
+    threads) and its fraction (cold cases only), torch.softmax on each of its thread counts, and
+    x torch = torch at its default / ours at ours. workers, torch_threads: the columns (default:
+    those of the lines); several_blocks: whether to show the block size (default: if the lines
+    have several)."""
+    if workers is None:
+        workers = sorted({k for line in lines for k in line.ns_per_element})
+    if torch_threads is None:
+        torch_threads = list(dict.fromkeys(k for line in lines for k in line.torch_ns_per_element))
+    workers, torch_threads = sorted(workers), list(torch_threads)
+    fewest = workers[0]
+    default_workers = _threads.DEFAULT[0] if not lines else lines[0].default_workers
+    torch_default = torch_threads[0] if torch_threads else None
+    if several_blocks is None:
+        several_blocks = len({line.blocksize for line in lines if line.blocksize}) > 1
+    call_width = max([len("quant.dequantize_blockwise")] + [len(line.call) for line in lines]) + 1
+    columns = ([(f"w={k}", 7) for k in workers] + [(f"x w={k}", 7) for k in workers[1:]]
+               + [(f"roof{k}", 6) for k in workers] + [(f"frac{k}", 6) for k in workers]
+               + [(f"torch{t}", 7) for t in torch_threads] + ([("x torch", 7)] if torch_threads else []))
+    head = (f"{'call':<{call_width}}{'shape':>9} {'input':<11}{'block' if several_blocks else '':>6} {'cache':<5}"
+            + "".join(f" {title:>{width}}" for title, width in columns))
+    out = [f"ns per element; w=k: on k workers (workers=k); x w=k: time on {fewest} worker{'s' if fewest > 1 else ''} "
+           f"/ time on k; roofk: the roofline on min(k, cores) threads' bandwidth (cold cases); frack: roofk / w=k.",
+           (f"torchT: torch.softmax(t, -1, out=u) at torch.set_num_threads(T) (its default: {torch_default}); "
+            f"x torch: torch{torch_default} / w={default_workers} (softmaxlib's default, get_num_threads()), "
+            f"above 1: softmaxlib faster.") if torch_threads
+           else "torch not installed (or left out): no torch columns.",
+           head]
+    for line in lines:
+        cells = ([_ns_cell(line.ns_per_element.get(k)) for k in workers]
+                 + [_ratio(line.speedup.get(k)) for k in workers[1:]]
+                 + [_ns_cell(line.roofline_ns_per_element.get(k) if line.cache == "cold" else None) for k in workers]
+                 + [_cell(line.roofline_fraction.get(k), ".2f") for k in workers]
+                 + [_ns_cell(line.torch_ns_per_element.get(t)) for t in torch_threads]
+                 + ([_ratio(line.vs_torch)] if torch_threads else []))
+        # a space before every cell, so that a wide one never runs into its neighbour
+        out.append(f"{line.call:<{call_width}}{format_shape(line.rows, line.n):>9} {line.input:<11}"
+                   f"{_optional(line.blocksize, 'd') if several_blocks else '':>6} {line.cache:<5}"
+                   + "".join(f" {cell:>{width}}" for cell, (_, width) in zip(cells, columns)))
+    return out
+
+
+def threads_command(parser, args):
+    """--suite threads: bench.threads_suite, printed as one table (format_threads) line by line as
+    each line's cases are measured, written with --json (its results, which `compare` reads,
+    and the table)."""
+    suite = SUITES["threads"]
+    for option in THREADS_REJECTS:
+        if getattr(args, option) not in (None, False):
+            parser.error(f"--suite threads has its own sizes and its own table: no --{option}")
+    available = bench.threads_cases()
+    names = args.kernels or [name for name in available if name != "torch.softmax"] + \
+        (["torch.softmax"] if "torch.softmax" in available else [])
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        why = " (torch is not installed)" if unknown[0] == "torch.softmax" else ""
+        parser.error(f"unknown case {unknown[0]!r} of --suite threads{why}; its cases here are "
+                     f"{', '.join(available)}")
+    backends = args.backends or list(suite.backends)
+    if len(backends) != 1:
+        parser.error("--suite threads runs on one backend: give --backends one name")
+    try:
+        _dispatch.check_backend(backends[0])
+    except ValueError as error:
+        parser.error(str(error))
+    _check_outputs(parser, args)
+    shapes = args.sizes or list(suite.sizes)
+    workers = args.workers or bench.threads_workers()
+    repeats = args.repeats if args.repeats is not None else suite.repeats
+    blocksizes = args.blocksizes or list(suite.blocksizes)
+
+    started = time.perf_counter()
+    bws = measure_bandwidths(workers)
+    info = machine_info(bws)
+    _print_machine(info)
+    for line in format_bandwidths(bws) + workers_notes(workers) + load_notes(workers, info) + bench.cold_notes():
+        print(line)
+    on_terminal = sys.stderr.isatty()
+    torch_threads = bench.torch_thread_counts() if "torch.softmax" in names else []
+    columns = dict(workers=workers, torch_threads=torch_threads, several_blocks=len(blocksizes) > 1)
+    for text in format_threads([], **columns):
+        print(text)
+    results, printed = [], set()
+
+    def on_start(index, count, case, backend, n, distribution, count_workers):
+        if on_terminal:
+            _progress(index, count, f"{case.name} n={format_size(n)} {distribution} w={count_workers}")
+
+    def print_ready(final=False):
+        """Prints the table's lines whose cases are all measured (the next result starts another)."""
+        lines = bench.threads_table(results)
+        body = format_threads(lines, **columns)[3:]
+        ready = len(lines) if final else len(lines) - 1  # the last line may still grow
+        for index in range(ready):
+            key = (lines[index].call, lines[index].rows, lines[index].n, lines[index].input, lines[index].blocksize)
+            if key not in printed:
+                printed.add(key)
+                if on_terminal:
+                    sys.stderr.write("\r" + " " * 90 + "\r")
+                print(body[index], flush=True)
+
+    def on_result(result):
+        results.append(result)
+        print_ready()
+
+    with bench.torch_threads_restored():
+        bench.threads_suite(shapes, workers, names=names, backend=backends[0], inputs=args.inputs,
+                            blocksizes=blocksizes, repeats=repeats, bw=bws, on_start=on_start, on_result=on_result)
+    if on_terminal:
+        sys.stderr.write("\r" + " " * 90 + "\r")
+    print_ready(final=True)
+    lines = bench.threads_table(results)
+    print(f"{len(results)} cases in {time.perf_counter() - started:.1f} s; medians of {repeats} samples (fewer where "
+          f"a case ran out of its {bench.THREADS_MAX_SECONDS:.0f} s), cold cases flushed before each call.")
+    if args.json:
+        document = {"machine": info, "suite": "threads", "repeats": repeats, "workers": workers,
+                    "inputs": {name: bench.INPUTS[name] for name in dict.fromkeys(r.input for r in results)},
+                    "results": [result.as_dict() for result in results],
+                    "threads": [line.as_dict() for line in lines]}
+        _atomic_write(args.json, lambda path: _write_json(path, document))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def run_command(argv):
     known = bench.all_cases()
     missing = bench.missing_peers()
@@ -513,6 +798,8 @@ def run_command(argv):
         parser.error(f"--repeats must be >= 1, not {args.repeats}")
     if args.suite == "latency":
         return latency_command(parser, args)
+    if args.suite == "threads":
+        return threads_command(parser, args)
     suite = SUITES.get(args.suite)
     if suite is not None and args.quick:
         parser.error("--quick is the short form of the default sweep; a --suite has its own sizes")
@@ -552,21 +839,21 @@ def run_command(argv):
     cases = [replace(known[name], blocksize=blocksize) if known[name].buffers == "quant" else known[name]
              for index, blocksize in enumerate(blocksizes) for name in names
              if known[name].buffers == "quant" or index == 0]
+    workers = args.workers or [1]
     _check_outputs(parser, args)
 
     started = time.perf_counter()
-    bw = bench.bandwidth()
-    info = machine_info(bw)
+    bws = measure_bandwidths(workers)
+    info = machine_info(bws)
     _print_machine(info)
-    print(f"bandwidth probe, {bw.nbytes >> 20} MiB: read {bw.read_gb_s:.1f} GB/s, "
-          f"read+write {bw.read_write_gb_s:.1f} GB/s")
-    for line in notes + bench.cold_notes():
+    for line in format_bandwidths(bws) + notes + workers_notes(workers) + load_notes(workers, info) + \
+            bench.cold_notes():
         print(line)
     on_terminal = sys.stderr.isatty()
 
-    def on_start(index, count, case, backend, n, distribution):
+    def on_start(index, count, case, backend, n, distribution, count_workers):
         if on_terminal:
-            _progress(index, count, f"{case.name} {backend} n={format_size(n)} {distribution}")
+            _progress(index, count, f"{case.name} {backend} n={format_size(n)} {distribution} w={count_workers}")
 
     def on_result(result):
         if on_terminal:
@@ -575,8 +862,9 @@ def run_command(argv):
 
     print(HEADER, flush=True)
     settings = suite or Suite("", (), (), repeats)
-    results = bench.run(cases, sizes, backends, inputs=inputs, repeats=repeats, warmup=settings.warmup, bw=bw,
-                        batch=settings.batch, cold=settings.cold, on_start=on_start, on_result=on_result)
+    results = bench.run(cases, sizes, backends, inputs=inputs, workers=workers, repeats=repeats,
+                        warmup=settings.warmup, bw=bws, batch=settings.batch, cold=settings.cold, on_start=on_start,
+                        on_result=on_result)
     for line in format_input_ratios(results):
         print(line)
     if settings.pivot and results:
@@ -586,7 +874,7 @@ def run_command(argv):
           f"roofline: roofline time / time, cold cases only.")
     if args.json:
         used = dict.fromkeys(result.input for result in results)
-        document = {"machine": info, "suite": args.suite, "repeats": repeats,
+        document = {"machine": info, "suite": args.suite, "repeats": repeats, "workers": workers,
                     "inputs": {name: bench.INPUTS[name] for name in used},
                     "results": [result.as_dict() for result in results]}
         _atomic_write(args.json, lambda path: _write_json(path, document))
@@ -602,9 +890,9 @@ _OLD_NAMES = {"quantize": "quantize_blockwise", "dequantize": "dequantize_blockw
 
 
 def _cases_of(document):
-    """{case key: (ns, unit)} of a run's JSON: (kernel, backend, n, input, block size) -> ns per
-    element, or for a latency run (call, n) -> ns per call (the overhead rows left out: they are
-    differences)."""
+    """{case key: (ns, unit)} of a run's JSON: (kernel, backend, n, input, block size, workers) ->
+    ns per element, or for a latency run (call, n) -> ns per call (the overhead rows left out:
+    they are differences)."""
     if "latency" in document:
         return {(row["call"], row["n"]): row["ns"] for row in document["latency"] if row["section"] != "overhead"}
     cases = {}
@@ -613,7 +901,9 @@ def _cases_of(document):
         # runs from before --inputs have no "input" (they were N(0, 1)); from before the block
         # size was per result, the quantization cases' block size is the run's
         blocksize = r.get("blocksize", document.get("quant_blocksize") if kernel in _OLD_NAMES.values() else None)
-        cases[kernel, r["backend"], r["n"], r.get("input", "normal"), blocksize] = r["ns_per_element"]
+        # runs from before --workers ran on one worker
+        cases[kernel, r["backend"], r["n"], r.get("input", "normal"), blocksize, r.get("workers", 1)] = \
+            r["ns_per_element"]
     return cases
 
 
@@ -643,12 +933,12 @@ def compare_command(argv):
         for key in common:
             print(f"{key[0]:<{width}} {key[1]:>6} {a[key]:>10.0f} {b[key]:>10.0f} {a[key] / b[key]:>6.2f}")
     else:
-        print(f"{'kernel':<29} {'backend':<7} {'n':>6} {'input':<11} {'block':>5} {'A ns/elem':>10} {'B ns/elem':>10} "
-              f"{'A/B':>6}")
+        print(f"{'kernel':<29} {'backend':<7} {'n':>6} {'input':<11} {'block':>5} {'workers':>7} {'A ns/elem':>10} "
+              f"{'B ns/elem':>10} {'A/B':>6}")
         for key in common:
-            kernel, backend, n, distribution, blocksize = key
+            kernel, backend, n, distribution, blocksize, workers = key
             print(f"{kernel:<29} {backend:<7} {format_size(n):>6} {distribution:<11} {_optional(blocksize, 'd'):>5} "
-                  f"{a[key]:>10.3f} {b[key]:>10.3f} {a[key] / b[key]:>6.2f}")
+                  f"{workers:>7} {a[key]:>10.3f} {b[key]:>10.3f} {a[key] / b[key]:>6.2f}")
     print("A/B above 1: B is faster.")
     return 0
 

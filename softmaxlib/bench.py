@@ -13,9 +13,17 @@ The command `softmaxlib bench` (softmaxlib/_bench_cli.py) and the pytest-benchma
 - time_callable(func, arg_sets) is the one timing method: warm-up, then the median of repeated
   samples of many calls; time_flushed(func, args, buffers) times cold calls one by one, each
   after flushing the cache lines of its buffers.
-- bandwidth(nbytes) measures memory bandwidth with the C probe streams (csrc/softmaxlib.h:
-  sml_stream_read, sml_stream_read_write); roofline_ns() turns a kernel's traffic, read from
-  the catalog, into the time memory alone would take.
+- bandwidth(nbytes, threads=k) measures memory bandwidth with the C probe streams
+  (csrc/softmaxlib.h: sml_stream_read, sml_stream_read_write), on k threads at once for k > 1
+  (time_parallel: each thread streams its own slice of one flushed buffer); roofline_ns() turns a
+  kernel's traffic, read from the catalog, into the time memory alone would take at that
+  bandwidth.
+- Workers: every case of the library and torch.softmax take a thread count (run(...,
+  workers=[1, 2])): the library's calls get it as `workers=` (the bound kernels as their last
+  argument), torch as torch.set_num_threads. The roofline of a case on k workers is computed from
+  the bandwidth of min(k, available cores) threads, measured in the same run. threads_suite()
+  is issue 12's table: the public functions on 1 and 2 workers, torch.softmax at its default
+  thread count and at one, and the k-thread rooflines.
 - INPUTS names the input distributions (normal = N(0, 1), uniform80 = U(-80, 80), uniform1000 =
   U(-1000, 1000)); draw(name, shape, seed) draws float32 values from one of them.
 
@@ -23,7 +31,8 @@ Conventions:
 
 - n is the row length (for quantization, the number of elements). Small rows are timed as a
   batch of `rows` rows (about HOT_ELEMENTS elements, in+out within the L2 cache) so the call
-  overhead is amortised; every per-element figure divides by rows * n.
+  overhead is amortised, unless a size is given as a shape (rows, n); every per-element figure
+  divides by rows * n.
 - A case is "hot" when the data of one call (its inputs and outputs) are at most COLD_BYTES
   (2 MiB): the same buffers are reused, so they stay in cache. Above that it is "cold", on every
   machine whatever cache sizes its CPU reports: before each timed call, outside the timed region,
@@ -50,14 +59,16 @@ import importlib.util
 import itertools
 import math
 import statistics
+import sys
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Callable, Optional
 
 import numpy as np
 
-from . import _auto, _bindings, _catalog, _codebooks, _dispatch
+from . import _auto, _bindings, _catalog, _codebooks, _dispatch, _threads
 
 DEFAULT_SIZES = (1000, 100_000, 1 << 24)
 HOT_ELEMENTS = 1 << 16       # a batch of short rows: 256 KiB in + 256 KiB out, inside L2
@@ -257,16 +268,105 @@ def time_flushed(func, args, buffers, *, repeats=15, warmup=1, max_seconds=MAX_C
     return Timing(median_ns=statistics.median(times), min_ns=min(times), samples=len(times), calls_per_sample=1)
 
 
+@dataclass(frozen=True)
+class ParallelTiming(Timing):
+    """A Timing of parts run at once (time_parallel), with the spread of their starts: the median
+    over samples of (last part's start - first part's start), in ns."""
+
+    start_skew_ns: float = 0.0
+
+
+def time_parallel(parts, buffers=(), *, repeats=15, warmup=1, max_seconds=MAX_CASE_SECONDS, min_repeats=MIN_REPEATS):
+    """Times zero-argument callables `parts` run at once, one thread each: parts[0] on the calling
+    thread (as a pool's caller takes part in its own job), each other part on a helper thread
+    started for this measurement and joined at the end. Per sample: flush `buffers` (the arrays
+    the parts touch; not timed, and only with the C extension), start every part together on a
+    barrier, and time from the first part's start to the last part's end, so a slow or late part
+    counts in full. The parts must release the GIL to overlap (cffi's C calls and NumPy's loops
+    do). `warmup` samples, then `repeats` (fewer once max_seconds have passed, never below
+    min_repeats); the garbage collector is off while timing. Returns a ParallelTiming: the median
+    and min of the samples, and the median start skew (a measure of how together they started).
+    An exception in a part is raised here, after every helper has stopped."""
+    parts = list(parts)
+    if not parts:
+        raise ValueError("no parts to time")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, not {repeats}")
+    buffers = list(buffers) if can_flush() else []
+    count, clock = len(parts), time.perf_counter_ns
+    start, done = threading.Barrier(count), threading.Barrier(count)
+    stamps, errors = [(0, 0)] * count, []
+
+    def run_part(index):
+        begin = clock()
+        parts[index]()
+        stamps[index] = (begin, clock())
+
+    def helper(index):
+        try:
+            while True:
+                start.wait()
+                run_part(index)
+                done.wait()
+        except threading.BrokenBarrierError:  # stopped by the caller (or another part failed)
+            return
+        except BaseException as error:  # noqa: B902 -- handed to the caller
+            errors.append(error)
+            start.abort()
+            done.abort()
+
+    def sample():
+        if buffers:
+            flush(buffers)
+        start.wait()
+        run_part(0)
+        done.wait()
+        first = min(begin for begin, _ in stamps)
+        return max(max(end for _, end in stamps) - first, 1), max(begin for begin, _ in stamps) - first
+
+    helpers = [threading.Thread(target=helper, args=(index,), name=f"softmaxlib-bench-{index}", daemon=True)
+               for index in range(1, count)]
+    for thread in helpers:
+        thread.start()
+    times, skews = [], []
+    try:
+        for _ in range(warmup):
+            sample()
+        enough = min(repeats, min_repeats)
+        with _gc_off():
+            began = clock()
+            while len(times) < repeats:
+                elapsed, skew = sample()
+                times.append(elapsed)
+                skews.append(skew)
+                if len(times) >= enough and clock() - began > max_seconds * 1e9:
+                    break
+    except threading.BrokenBarrierError:
+        if errors:
+            raise errors[0] from None
+        raise
+    finally:
+        start.abort()
+        done.abort()
+        for thread in helpers:
+            thread.join()
+    return ParallelTiming(median_ns=statistics.median(times), min_ns=min(times), samples=len(times),
+                          calls_per_sample=1, start_skew_ns=statistics.median(skews))
+
+
 # --- bandwidth probe and roofline ---------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Bandwidth:
-    """Memory bandwidth from streaming over one buffer of `nbytes`, in GB/s (1e9 bytes/s).
+    """Memory bandwidth from streaming over one buffer of `nbytes`, in GB/s (1e9 bytes/s), with
+    `threads` threads at once (each over its own slice of the buffer).
 
     read_gb_s:       nbytes / time of a read-only pass (XOR of all 64-bit words).
     read_write_gb_s: 2 * nbytes / time of a read-modify-write pass (add 1 to every word in
                      place): bytes read and bytes written both count.
     source: which streams measured it: the C probe, or NumPy when the C extension is not built.
+    start_skew_ns: with several threads, the median spread of their starts within a pass (the
+                   pass is timed from the first start to the last end); 0 for one thread.
     """
 
     nbytes: int
@@ -274,6 +374,8 @@ class Bandwidth:
     read_write_gb_s: float
     source: str
     samples: int
+    threads: int = 1
+    start_skew_ns: float = 0.0
 
     def t_read(self, nbytes):
         """Roofline time in ns to read nbytes at the read-only rate (bytes / (GB/s) = ns)."""
@@ -283,9 +385,20 @@ class Bandwidth:
         """Roofline time in ns to move nbytes, reads plus writes, at the read+write rate."""
         return nbytes / self.read_write_gb_s
 
+    def as_dict(self):
+        return asdict(self)
 
-def bandwidth(nbytes=None, *, repeats=7):
-    """Measures read and read+write bandwidth over a buffer of nbytes (rounded down to 8 bytes).
+
+def _slices(count, parts):
+    """[(start, end)] of `parts` contiguous slices of count 64-bit words, each starting on a
+    64-byte boundary of the buffer (no two threads share a cache line), covering all of it."""
+    bounds = [count * index // parts // 8 * 8 for index in range(parts)] + [count]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def bandwidth(nbytes=None, *, repeats=7, threads=1):
+    """Measures read and read+write bandwidth over a buffer of nbytes (rounded down to 8 bytes),
+    with `threads` threads streaming at once.
 
     With the C extension: the C probe streams over PROBE_BYTES by default, measured cold as the
     cold cases are: one warm-up pass, then the median of `repeats` passes each timed alone after
@@ -293,42 +406,87 @@ def bandwidth(nbytes=None, *, repeats=7):
     whatever the cache sizes. Without it: np.bitwise_xor.reduce and np.add(words, 1, out=words)
     over ROTATION_BYTES by default, reused (time_callable), as cold cases rotate there.
     Bandwidth.source says which.
+
+    threads k > 1: the buffer is cut into k slices on 64-byte boundaries, and each pass runs the
+    same stream on every slice at once, one thread each (time_parallel: the calling thread and
+    k - 1 helpers; cffi and NumPy release the GIL), after flushing the whole buffer; a pass lasts
+    from the first slice's start to the last one's end. The bandwidth is the whole buffer's bytes
+    over that time: what k threads get together, as a kernel on k workers would.
     """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, not {threads!r}")
     if nbytes is None:
         nbytes = PROBE_BYTES if can_flush() else ROTATION_BYTES
     count = int(nbytes) // 8
     if count < 1:
         raise ValueError(f"nbytes must be at least 8, not {nbytes}")
     words = np.ones(count, dtype=np.uint64)  # written, so the pages exist before timing
-    if _dispatch.lib is not None:
-        ffi, lib = _dispatch.ffi, _dispatch.lib
-        pointer = ffi.from_buffer("uint64_t[]", words, require_writable=True)
-
-        def read():
-            lib.sml_stream_read(pointer, count)
-
-        def read_write():
-            lib.sml_stream_read_write(pointer, count)
-
-        source = "C probe (sml_stream_read, sml_stream_read_write)"
-    else:
-        def read():
-            np.bitwise_xor.reduce(words)
-
-        def read_write():
-            np.add(words, 1, out=words)
-
-        source = "NumPy fallback (C extension not built)"
-    if can_flush():
-        read_time = time_flushed(read, (), [words], repeats=repeats, max_seconds=0.5)
-        read_write_time = time_flushed(read_write, (), [words], repeats=repeats, max_seconds=0.5)
+    reads, read_writes = [], []
+    for first, end in _slices(count, threads):
+        part = words[first:end]
+        if _dispatch.lib is not None:
+            ffi, lib = _dispatch.ffi, _dispatch.lib
+            if part.size:
+                pointer = ffi.from_buffer("uint64_t[]", part, require_writable=True)
+                reads.append(partial(lib.sml_stream_read, pointer, part.size))
+                read_writes.append(partial(lib.sml_stream_read_write, pointer, part.size))
+            else:  # more threads than 64-byte lines: nothing for this one
+                reads.append(_nothing)
+                read_writes.append(_nothing)
+        else:
+            reads.append(partial(np.bitwise_xor.reduce, part))
+            read_writes.append(partial(np.add, part, 1, out=part))
+    source = ("C probe (sml_stream_read, sml_stream_read_write)" if _dispatch.lib is not None
+              else "NumPy fallback (C extension not built)")
+    if threads > 1:
+        budget = dict(repeats=repeats, max_seconds=0.5)
+        read_time = time_parallel(reads, [words], **budget)
+        read_write_time = time_parallel(read_writes, [words], **budget)
+        skew = statistics.median([read_time.start_skew_ns, read_write_time.start_skew_ns])
+    elif can_flush():
+        read_time = time_flushed(reads[0], (), [words], repeats=repeats, max_seconds=0.5)
+        read_write_time = time_flushed(read_writes[0], (), [words], repeats=repeats, max_seconds=0.5)
+        skew = 0.0
     else:
         budget = dict(repeats=repeats, min_sample_ns=200_000, max_seconds=0.5)
-        read_time = time_callable(read, **budget)
-        read_write_time = time_callable(read_write, **budget)
+        read_time = time_callable(reads[0], **budget)
+        read_write_time = time_callable(read_writes[0], **budget)
+        skew = 0.0
     return Bandwidth(nbytes=count * 8, read_gb_s=count * 8 / read_time.median_ns,
                      read_write_gb_s=2 * count * 8 / read_write_time.median_ns, source=source,
-                     samples=min(read_time.samples, read_write_time.samples))
+                     samples=min(read_time.samples, read_write_time.samples), threads=threads, start_skew_ns=skew)
+
+
+def _nothing():
+    pass
+
+
+def roofline_threads(workers):
+    """The threads whose bandwidth bounds a call on `workers` workers: at most the cores this
+    process may run on (the C pool has no more threads than that)."""
+    return max(1, min(int(workers), _threads.available_cores()))
+
+
+def bandwidths(threads=(1,), nbytes=None, *, repeats=7, measured=None):
+    """{k: Bandwidth of k threads} for every k of `threads`, measured one after another in this
+    run (bandwidth(nbytes, threads=k)); `measured`: Bandwidths already at hand (a Bandwidth, a
+    list of them, or such a dict), kept instead of measuring their thread counts again."""
+    known = _bandwidth_map(measured)
+    for count in dict.fromkeys(int(k) for k in threads):
+        if count not in known:
+            known[count] = bandwidth(nbytes, repeats=repeats, threads=count)
+    return dict(sorted(known.items()))
+
+
+def _bandwidth_map(bw):
+    """bw (None, a Bandwidth, an iterable of them or a dict {threads: Bandwidth}) as a dict."""
+    if bw is None:
+        return {}
+    if isinstance(bw, Bandwidth):
+        return {bw.threads: bw}
+    if isinstance(bw, dict):
+        return {int(k): v for k, v in bw.items()}
+    return {b.threads: b for b in bw}
 
 
 def traffic_split(kernel_id):
@@ -480,16 +638,19 @@ class Buffers:
         return self.rows * self.n
 
 
-def make_buffers(kind, n, distribution="normal", *, blocksize=None, batch=True, cold=True):
-    """Buffers of a kind for size n. batch: short rows batched to ~HOT_ELEMENTS (else one row).
-    cold: a call on more than COLD_BYTES is timed cold (flushed, or rotating over
-    rotation_count() sets without the C extension); else every size is timed hot, on one set
-    reused, its data in whatever cache level holds them."""
+def make_buffers(kind, n, distribution="normal", *, blocksize=None, batch=True, cold=True, rows=None):
+    """Buffers of a kind for size n. batch: short rows batched to ~HOT_ELEMENTS (else one row);
+    rows: that many rows of n instead (for quantization, rows * n elements). cold: a call on more
+    than COLD_BYTES is timed cold (flushed, or rotating over rotation_count() sets without the C
+    extension); else every size is timed hot, on one set reused, its data in whatever cache level
+    holds them."""
+    if rows is not None and rows < 1:
+        raise ValueError(f"rows must be positive, not {rows}")
     if kind == "rows":
-        rows = batch_rows(n) if batch else 1
+        rows = rows or (batch_rows(n) if batch else 1)
         set_bytes = 8 * rows * n
     elif kind == "quant":
-        rows, blocksize = 1, blocksize or QUANT_BLOCKSIZE
+        n, rows, blocksize = n * (rows or 1), 1, blocksize or QUANT_BLOCKSIZE
         set_bytes = 5 * n
     else:
         raise ValueError(f"unknown kind of buffers {kind!r}")
@@ -513,16 +674,21 @@ class Case:
     name: the catalog kernel id, or auto_<function>[_allocating], or <peer>_<function>.
     family: the catalog family; "auto"; "numpy" for the NumPy expressions; "peer" for SciPy
       and PyTorch.
-    build(backend, buffers) -> (func, arg_sets): one timed call is func(*args), args rotating
-      over arg_sets, one per buffer set. Outputs are preallocated unless the case is a call
-      that allocates (the auto path's *_allocating, the peers).
+    build(backend, buffers, workers=1) -> (func, arg_sets): one timed call is func(*args), args
+      rotating over arg_sets, one per buffer set. Outputs are preallocated unless the case is a
+      call that allocates (the auto path's *_allocating, the peers). workers: the threads a
+      call may use, for the cases that take it (threaded).
     buffers: the kind of Buffers it runs on ("rows" or "quant"); blocksize: the block size of
       its quant buffers (None: QUANT_BLOCKSIZE).
-    kernel_of(backend, n): the id of the catalog kernel it runs at row length n, whose traffic
+    kernel_of(backend, n, rows=1, workers=1): the id of the catalog kernel it runs on `rows` rows
+      of n with `workers` threads (the auto path's choice depends on all three), whose traffic
       gives the roofline (None: no roofline).
     bytes_in_out: bytes in + bytes out per element, for the effective GB/s.
     backends: None for the library's backends, else the one backend name of a peer.
     baseline: the name of the NumPy case its "x NumPy" is against, or None.
+    threaded: whether build() honours workers (the library's cases and torch); the others run
+      on one thread whatever run() is given. On the numba backend the library's cases run on
+      the calling thread (the twins ignore workers), so they run once, on one worker.
     """
 
     name: str
@@ -534,10 +700,18 @@ class Case:
     backends: Optional[tuple] = None
     baseline: Optional[str] = None
     blocksize: Optional[int] = None
+    threaded: bool = False
 
     @property
     def is_baseline(self):
         return self.family == "numpy"
+
+    def workers_on(self, backend, workers):
+        """The worker counts this case runs with on `backend`, out of `workers`: all of them if
+        it takes a thread count there, else [1]."""
+        if self.threaded and backend != "numba":
+            return list(workers)
+        return [1]
 
 
 def _codebook():
@@ -546,24 +720,44 @@ def _codebook():
 
 
 def _catalog_build(kernel):
-    """build() of a catalog kernel through its binding, outputs preallocated."""
-    def build(backend, buffers):
+    """build() of a catalog kernel through its binding, outputs preallocated; the bound call
+    takes the thread count as its last argument (softmaxlib/_bindings.py)."""
+    def build(backend, buffers, workers=1):
         call = _bindings.bound(kernel.id, backend, np.float32 if kernel.dtype == "f32" else None)
         if kernel.signature == "rows":
-            return call, buffers.sets
-        if kernel.signature == "pair":
+            arg_sets = [(x, y) for x, y in buffers.sets]
+        elif kernel.signature == "pair":
             mantissa, exponent = np.empty(buffers.rows), np.empty(buffers.rows)
-            return call, [(x, mantissa, exponent) for x, _ in buffers.sets]
-        if kernel.signature == "loss":
+            arg_sets = [(x, mantissa, exponent) for x, _ in buffers.sets]
+        elif kernel.signature == "loss":
             # mean reduction with the gradient (into y), as a training step calls it
             labels, losses = np.zeros(buffers.rows, np.int64), np.empty(buffers.rows)
-            return call, [(x, labels, -1, 1.0 / buffers.rows, losses, y) for x, y in buffers.sets]
-        code, tables = _codebook()
-        if kernel.signature == "quantize":
-            return call, [(x, buffers.blocksize, tables, q, absmax) for x, q, absmax, _ in buffers.sets]
-        return call, [(q, absmax, buffers.blocksize, code, out) for _, q, absmax, out in buffers.sets]
+            arg_sets = [(x, labels, -1, 1.0 / buffers.rows, losses, y) for x, y in buffers.sets]
+        elif kernel.signature == "quantize":
+            tables = _codebook()[1]
+            arg_sets = [(x, buffers.blocksize, tables, q, absmax) for x, q, absmax, _ in buffers.sets]
+        else:
+            code = _codebook()[0]
+            arg_sets = [(q, absmax, buffers.blocksize, code, out) for _, q, absmax, out in buffers.sets]
+        return call, [args + (workers,) for args in arg_sets]
 
     return build
+
+
+def _fixed_kernel(kernel_id):
+    """kernel_of() of a case that runs one catalog kernel."""
+    def kernel_of(backend, n, rows=1, workers=1):
+        return kernel_id
+
+    return kernel_of
+
+
+def _auto_kernel(function):
+    """kernel_of() of the auto path of `function`: its choice for rows of n on `workers` threads."""
+    def kernel_of(backend, n, rows=1, workers=1):
+        return _auto.kernel_id(function, backend, n, rows, workers)
+
+    return kernel_of
 
 
 CATALOG_SIGNATURES = ("rows", "pair", "loss", "quantize", "dequantize")  # not "map" and "codes": parts of others
@@ -577,9 +771,10 @@ def catalog_cases():
             continue
         quant = kernel.signature in ("quantize", "dequantize")
         cases.append(Case(kernel.id, kernel.family, _catalog_build(kernel), buffers="quant" if quant else "rows",
-                          kernel_of=lambda backend, n, kernel_id=kernel.id: kernel_id,
+                          kernel_of=_fixed_kernel(kernel.id),
                           bytes_in_out={"pair": 4, "quantize": 5, "dequantize": 5}.get(kernel.signature, 8),
-                          baseline=f"numpy_{kernel.function}" if kernel.function in NUMPY_FUNCTIONS else None))
+                          baseline=f"numpy_{kernel.function}" if kernel.function in NUMPY_FUNCTIONS else None,
+                          threaded=True))
     return cases
 
 
@@ -592,14 +787,16 @@ def auto_cases():
     def case(function, allocating):
         public = getattr(softmaxlib, function)
 
-        def build(backend, buffers):
-            keywords = {} if backend == _dispatch.DEFAULT_BACKEND else {"backend": backend}
+        def build(backend, buffers, workers=1):
+            keywords = {"workers": workers} if backend == _dispatch.DEFAULT_BACKEND else \
+                {"backend": backend, "workers": workers}
             if allocating:
                 return partial(public, **keywords), [(x,) for x, _ in buffers.sets]
             return (lambda x, y: public(x, out=y, **keywords)), buffers.sets
 
         return Case(f"auto_{function}{'_allocating' if allocating else ''}", "auto", build,
-                    kernel_of=lambda backend, n: _auto.kernel_id(function, backend, n), baseline=f"numpy_{function}")
+                    kernel_of=_auto_kernel(function), baseline=f"numpy_{function}",
+                    threaded=True)
 
     return [case(function, allocating) for function in ("softmax", "log_softmax") for allocating in (False, True)]
 
@@ -612,46 +809,84 @@ def missing_peers():
     return {name: module for name, module in PEER_MODULES.items() if importlib.util.find_spec(module) is None}
 
 
+@contextlib.contextmanager
+def torch_threads_restored():
+    """torch.get_num_threads() as it was before, once the block ends (the torch cases set their
+    own), when torch is imported by then."""
+    before = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    try:
+        yield
+    finally:
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(before if before is not None else _torch_default_threads())
+
+
+_TORCH_DEFAULT = []
+
+
+def _torch_default_threads():
+    """torch's own default thread count, as it was when softmaxlib.bench first imported torch
+    (torch.get_num_threads() then)."""
+    if not _TORCH_DEFAULT:
+        import torch
+        _TORCH_DEFAULT.append(torch.get_num_threads())
+    return _TORCH_DEFAULT[0]
+
+
+def _torch_build(out):
+    """build() of torch.softmax(t, -1) on torch.from_numpy(x) made once per buffer set (and
+    out=torch.from_numpy(y) if out), at torch.set_num_threads(workers)."""
+    def build(backend, buffers, workers=1):
+        _torch_default_threads()
+        import torch
+        torch.set_num_threads(workers)
+        if out:
+            return (lambda t, u: torch.softmax(t, -1, out=u)), \
+                [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in buffers.sets]
+        return torch.softmax, [(torch.from_numpy(x), -1) for x, _ in buffers.sets]
+
+    return build
+
+
 def peer_cases():
     """The NumPy expressions of every row function (and the StableMax cross-entropy), always;
-    scipy.special.softmax and torch.softmax (one thread, on torch.from_numpy(x) made once per
-    buffer set) when installed. They allocate their results, as users' code does."""
+    scipy.special.softmax and torch.softmax (on torch.from_numpy(x) made once per buffer set, at
+    torch.set_num_threads(workers): one thread unless run() is given more) when installed. They
+    allocate their results, as users' code does."""
     def numpy_case(function, expression):
-        def build(backend, buffers):
+        def build(backend, buffers, workers=1):
             return expression, [(x,) for x, _ in buffers.sets]
 
         return Case(f"numpy_{function}", "numpy", build, backends=("numpy",))
 
-    def cross_entropy(backend, buffers):
+    def cross_entropy(backend, buffers, workers=1):
         labels = np.zeros(buffers.rows, np.int64)
         return numpy_stablemax_cross_entropy, [(x, labels) for x, _ in buffers.sets]
 
-    def scipy_softmax(backend, buffers):
+    def scipy_softmax(backend, buffers, workers=1):
         import scipy.special
         return partial(scipy.special.softmax, axis=-1), [(x,) for x, _ in buffers.sets]
-
-    def torch_softmax(backend, buffers):
-        import torch
-        torch.set_num_threads(1)
-        return torch.softmax, [(torch.from_numpy(x), -1) for x, _ in buffers.sets]
 
     cases = [numpy_case(function, expression) for function, expression in NUMPY_BASELINES.items()]
     cases.append(Case("numpy_stablemax_cross_entropy", "numpy", cross_entropy, backends=("numpy",)))
     missing = missing_peers()
-    for name, build in (("scipy_softmax", scipy_softmax), ("torch_softmax", torch_softmax)):
+    for name, build, threaded in (("scipy_softmax", scipy_softmax, False),
+                                  ("torch_softmax", _torch_build(False), True)):
         if name not in missing:
-            cases.append(Case(name, "peer", build, backends=(PEER_MODULES[name],), baseline="numpy_softmax"))
+            cases.append(Case(name, "peer", build, backends=(PEER_MODULES[name],), baseline="numpy_softmax",
+                              threaded=threaded))
     return cases
 
 
 def quant_cases():
     """The NumPy references of quantize_blockwise and dequantize_blockwise (the catalog kernels
     are in catalog_cases()), on quant buffers."""
-    def quantize(backend, buffers):
+    def quantize(backend, buffers, workers=1):
         midpoints = _codebook()[1].midpoints[:-1]
         return (lambda x: numpy_quantize(x, midpoints, buffers.blocksize)), [(s[0],) for s in buffers.sets]
 
-    def dequantize(backend, buffers):
+    def dequantize(backend, buffers, workers=1):
         code = _codebook()[0]
         return (lambda q, absmax: numpy_dequantize(q, code, absmax, buffers.blocksize)), \
             [(q, absmax) for _, q, absmax, _ in buffers.sets]
@@ -677,8 +912,10 @@ class Result:
     module docstring). buffers: the sets rotated over (1 when hot, or cold by flushing).
     gb_per_s: effective, bytes_in_out * elements / time. roofline_ns: the time memory alone
     takes for the catalog kernel's traffic (None without one); roofline_fraction = roofline_ns /
-    median_ns, cold cases only. speedup_vs_numpy: the baseline's time / this time, when the run
-    has the baseline.
+    median_ns, cold cases only, with the bandwidth of roofline_threads(workers) threads.
+    speedup_vs_numpy: the baseline's time / this time, when the run has the baseline. workers:
+    the threads the call may use (`workers=` of the library's calls, torch.set_num_threads for
+    torch; 1 for the single-threaded peers and the Numba twins).
     """
 
     kernel: str
@@ -700,24 +937,29 @@ class Result:
     roofline_ns: Optional[float]
     roofline_fraction: Optional[float]
     speedup_vs_numpy: Optional[float]
+    workers: int = 1
 
     def as_dict(self):
         return asdict(self)
 
 
-def measure(case, backend, buffers, *, bw=None, repeats=15, warmup=1, max_seconds=MAX_CASE_SECONDS,
+def measure(case, backend, buffers, *, workers=1, bw=None, repeats=15, warmup=1, max_seconds=MAX_CASE_SECONDS,
             baseline_ns=None):
-    """Times one case on one backend over buffers (make_buffers(case.buffers, ...)); returns a
-    Result. bw: a Bandwidth for the roofline (None: no roofline); baseline_ns: the NumPy
-    baseline's median on the same buffers."""
-    func, arg_sets = case.build(backend, buffers)
+    """Times one case on one backend over buffers (make_buffers(case.buffers, ...)) with `workers`
+    threads (for a case that takes them); returns a Result. bw: the Bandwidth for the roofline,
+    or {threads: Bandwidth} from which that of roofline_threads(workers) threads is taken (None,
+    or no such entry: no roofline); baseline_ns: the NumPy baseline's median on the same
+    buffers."""
+    if isinstance(bw, dict):
+        bw = bw.get(roofline_threads(workers))
+    func, arg_sets = case.build(backend, buffers, workers)
     if buffers.flush:
         timing = time_flushed(func, arg_sets[0], buffers.sets[0], repeats=repeats, warmup=warmup,
                               max_seconds=max_seconds)
     else:
         timing = time_callable(func, arg_sets, repeats=repeats, warmup=warmup, max_seconds=max_seconds)
     elements = buffers.elements
-    kernel_id = case.kernel_of(backend, buffers.n) if case.kernel_of else None
+    kernel_id = case.kernel_of(backend, buffers.n, buffers.rows, workers) if case.kernel_of else None
     roofline = roofline_ns(kernel_id, elements, bw) if kernel_id and bw else None
     median = timing.median_ns
     return Result(
@@ -727,7 +969,7 @@ def measure(case, backend, buffers, *, bw=None, repeats=15, warmup=1, max_second
         ns_per_element=median / elements, g_elements_per_s=elements / median,
         gb_per_s=case.bytes_in_out * elements / median, roofline_ns=roofline,
         roofline_fraction=roofline / median if roofline and buffers.cache == "cold" else None,
-        speedup_vs_numpy=None if baseline_ns is None else baseline_ns / median)
+        speedup_vs_numpy=None if baseline_ns is None else baseline_ns / median, workers=workers)
 
 
 def resolve_cases(cases):
@@ -745,26 +987,49 @@ def resolve_cases(cases):
     return resolved
 
 
-def plan(cases, sizes, backends, inputs_of):
-    """The runs of `cases`, in order, as (case, backend, n, input): by size; the NumPy baselines
-    first (so every "x NumPy" is known when its row is printed), then the cases as given; per
-    case its backends (a peer's own, else `backends`), then its inputs (inputs_of(case)), so that
-    the row of one case on each input follows its row on the previous one."""
+def shape_of(size):
+    """A size of run(): n (rows chosen by make_buffers) as (None, n), or a shape (rows, n)."""
+    if isinstance(size, (tuple, list)):
+        rows, n = (int(value) for value in size)
+        return rows, n
+    return None, int(size)
+
+
+def plan(cases, sizes, backends, inputs_of, workers_of=lambda case, backend: [1]):
+    """The runs of `cases`, in order, as (case, backend, size, input, workers): by size; the NumPy
+    baselines first (so every "x NumPy" is known when its row is printed), then the cases as
+    given; per case its backends (a peer's own, else `backends`), then its inputs
+    (inputs_of(case)), then its worker counts (workers_of(case, backend)), so that the row of one
+    case on each input and worker count follows the previous one."""
     ordered = sorted(cases, key=lambda case: not case.is_baseline)  # stable: the given order otherwise
-    return [(case, backend, n, distribution) for n in sizes for case in ordered
-            for backend in (case.backends or backends) for distribution in inputs_of(case)]
+    return [(case, backend, size, distribution, workers) for size in sizes for case in ordered
+            for backend in (case.backends or backends) for distribution in inputs_of(case)
+            for workers in workers_of(case, backend)]
 
 
-def run(cases, sizes=DEFAULT_SIZES, backends=None, *, inputs=("normal",), repeats=15, warmup=1, bw=None,
-        batch=True, cold=True, max_seconds=MAX_CASE_SECONDS, on_result=None, on_start=None):
-    """Times cases x backends x sizes x inputs; returns [Result] in plan() order.
+def worker_counts(workers):
+    """workers (an int or several; -1 = every available core) as a list of positive ints,
+    duplicates dropped; ValueError for anything else, as workers= says."""
+    values = [workers] if isinstance(workers, int) else list(workers)
+    if not values:
+        raise ValueError("no worker counts given")
+    return list(dict.fromkeys(_threads.resolve(value) for value in values))
+
+
+def run(cases, sizes=DEFAULT_SIZES, backends=None, *, inputs=("normal",), workers=(1,), repeats=15, warmup=1,
+        bw=None, batch=True, cold=True, max_seconds=MAX_CASE_SECONDS, on_result=None, on_start=None):
+    """Times cases x backends x sizes x inputs x workers; returns [Result] in plan() order.
 
     cases: Case objects or names of all_cases() (quantization cases run at their blocksize).
-    sizes: row lengths n. backends: default every usable backend. inputs: names of INPUTS, or a
-    function case -> names. bw: a Bandwidth for the roofline; default bandwidth() (main
-    memory). batch, cold: see make_buffers. on_start(index, count, case, backend, n, input)
-    before and on_result(result) after each case. The buffers of one size, kind and input are
-    made once and shared by its cases.
+    sizes: row lengths n, or shapes (rows, n) (for quantization, rows * n elements).
+    backends: default every usable backend. inputs: names of INPUTS, or a function case ->
+    names. workers: thread counts (-1: every core), each given to the cases that take one
+    (Case.workers_on; the others run once, on one thread). bw: the Bandwidth for the roofline,
+    or several (a list, or {threads: Bandwidth}); those missing for roofline_threads(k) of some
+    k of workers are measured first (bandwidths()). batch, cold: see make_buffers.
+    on_start(index, count, case, backend, n, input, workers) before and on_result(result) after
+    each case. The buffers of one size, kind and input are made once and shared by its cases.
+    torch's thread count is restored at the end.
     """
     cases = resolve_cases(cases)
     backends = list(_dispatch.USABLE_BACKENDS if backends is None else backends)
@@ -777,31 +1042,246 @@ def run(cases, sizes=DEFAULT_SIZES, backends=None, *, inputs=("normal",), repeat
 
         def inputs_of(case):
             return names
-    sizes = [int(n) for n in sizes]
-    if any(n < 1 for n in sizes):
-        raise ValueError(f"sizes must be positive, not {sizes}")
-    if bw is None:
-        bw = bandwidth()
-    runs = plan(cases, sizes, backends, inputs_of)
+    counts = worker_counts(workers)
+    shapes = [shape_of(size) for size in sizes]
+    if any(n < 1 or (rows is not None and rows < 1) for rows, n in shapes):
+        raise ValueError(f"sizes must be positive, not {list(sizes)}")
+    bws = bandwidths(sorted({roofline_threads(k) for k in counts}), measured=bw)
+    runs = plan(cases, shapes, backends, inputs_of, lambda case, backend: case.workers_on(backend, counts))
     results, buffers, baseline_ns = [], {}, {}
-    for index, (case, backend, n, distribution) in enumerate(runs):
-        if on_start is not None:
-            on_start(index, len(runs), case, backend, n, distribution)
-        key = (case.buffers, case.blocksize, distribution)
-        if n not in {b.n for b in buffers.values()}:
-            buffers.clear()  # before the next size allocates
-        if key not in buffers:
-            buffers[key] = make_buffers(case.buffers, n, distribution, blocksize=case.blocksize, batch=batch,
-                                        cold=cold)
-        result = measure(case, backend, buffers[key], bw=bw, repeats=repeats, warmup=warmup, max_seconds=max_seconds,
-                         baseline_ns=baseline_ns.get((case.baseline, key)))
-        if case.is_baseline:
-            baseline_ns[case.name, key] = result.median_ns
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
+    with torch_threads_restored():
+        for index, (case, backend, (rows, n), distribution, count) in enumerate(runs):
+            if on_start is not None:
+                on_start(index, len(runs), case, backend, n, distribution, count)
+            key = (case.buffers, case.blocksize, distribution)
+            if (rows, n) not in {shape for shape, _ in buffers.values()}:
+                buffers.clear()  # before the next size allocates
+            if key not in buffers:
+                buffers[key] = (rows, n), make_buffers(case.buffers, n, distribution, blocksize=case.blocksize,
+                                                       batch=batch, cold=cold, rows=rows)
+            result = measure(case, backend, buffers[key][1], workers=count, bw=bws, repeats=repeats, warmup=warmup,
+                             max_seconds=max_seconds, baseline_ns=baseline_ns.get((case.baseline, key)))
+            if case.is_baseline:
+                baseline_ns[case.name, key] = result.median_ns
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
     buffers.clear()
     return results
+
+
+# --- issue 12: the public calls on 1 and 2 workers, against torch --------------------------------
+
+# (rows, n): 64 short rows (in cache), one row in cache, 64 rows of 2^14 against one row of 2^20
+# (the same 2^20 elements, batched or not), and one row of 2^20, 2^24 and 2^26 (cold: flushed)
+THREADS_SHAPES = ((64, 1 << 10), (1, 1 << 16), (64, 1 << 14), (1, 1 << 20), (1, 1 << 24), (1, 1 << 26))
+THREADS_REPEATS = 11
+THREADS_MAX_SECONDS = 2.0  # per case: at 2^26 a flushed call and its flush take ~0.1 s
+THREADS_INPUTS = ("normal", "uniform80")  # for the softmax calls, whose exp can underflow; else N(0, 1)
+
+
+def threads_workers():
+    """The suite's worker counts: 1, 2 and the library default (get_num_threads()), each once."""
+    return list(dict.fromkeys((1, 2, _threads.DEFAULT[0])))
+
+
+def threads_cases():
+    """{name: Case} of issue 12's table: softmaxlib.softmax, two_pass.softmax,
+    stablemax.stablemax, quant.quantize_blockwise and quant.dequantize_blockwise as users call
+    them, outputs preallocated (out=, absmax_out=), with workers=; and torch.softmax(t, -1,
+    out=u) when PyTorch is installed (threaded through torch.set_num_threads). On the default
+    backend without backend= (the fast path), on another with backend=."""
+    import softmaxlib
+    from . import quant, stablemax, two_pass
+
+    def keywords(backend, workers):
+        return {"workers": workers} if backend == _dispatch.DEFAULT_BACKEND else {"backend": backend,
+                                                                                 "workers": workers}
+
+    def rows_call(function):
+        def build(backend, buffers, workers=1):
+            extra = keywords(backend, workers)
+            return (lambda x, y: function(x, out=y, **extra)), buffers.sets
+
+        return build
+
+    def quantize(backend, buffers, workers=1):
+        extra = keywords(backend, workers)
+        return (lambda x, q, absmax: quant.quantize_blockwise(x, blocksize=buffers.blocksize, out=q,
+                                                              absmax_out=absmax, **extra)), \
+            [(x, q, absmax) for x, q, absmax, _ in buffers.sets]
+
+    def dequantize(backend, buffers, workers=1):
+        extra, code = keywords(backend, workers), _codebook()[0]
+        states = [quant.QuantState(absmax, code, buffers.blocksize, q.shape, np.float32)
+                  for _, q, absmax, _ in buffers.sets]
+        return (lambda q, state, out: quant.dequantize_blockwise(q, state, out=out, **extra)), \
+            [(q, state, out) for (_, q, _, out), state in zip(buffers.sets, states)]
+
+    catalog = _fixed_kernel
+    cases = [
+        Case("softmaxlib.softmax", "auto", rows_call(softmaxlib.softmax),
+             kernel_of=_auto_kernel("softmax"), threaded=True),
+        Case("two_pass.softmax", "two_pass", rows_call(two_pass.softmax), kernel_of=catalog("softmax_two_pass"),
+             threaded=True),
+        Case("stablemax.stablemax", "stablemax", rows_call(stablemax.stablemax), kernel_of=catalog("stablemax"),
+             threaded=True),
+        Case("quant.quantize_blockwise", "quant", quantize, buffers="quant", kernel_of=catalog("quantize_blockwise"),
+             bytes_in_out=5, threaded=True),
+        Case("quant.dequantize_blockwise", "quant", dequantize, buffers="quant",
+             kernel_of=catalog("dequantize_blockwise"), bytes_in_out=5, threaded=True),
+    ]
+    if "torch_softmax" not in missing_peers():
+        cases.insert(0, Case("torch.softmax", "peer", _torch_build(True), backends=("torch",), threaded=True))
+    return {case.name: case for case in cases}
+
+
+def torch_thread_counts():
+    """torch's thread counts in the suite: its default (torch.get_num_threads() when
+    softmaxlib.bench first imported torch) and 1, each once."""
+    return list(dict.fromkeys((_torch_default_threads(), 1)))
+
+
+def threads_inputs(case):
+    """The suite's inputs for a case: N(0, 1) and U(-80, 80) for the softmax calls (torch's
+    too), N(0, 1) for StableMax (no exp) and quantization (scaled by each block's absmax)."""
+    return list(THREADS_INPUTS) if case.name.endswith(".softmax") else ["normal"]
+
+
+def threads_suite(shapes=THREADS_SHAPES, workers=None, *, names=None, backend=None, inputs=None,
+                  blocksizes=(QUANT_BLOCKSIZE,), repeats=THREADS_REPEATS, warmup=1, bw=None, torch_threads=None,
+                  max_seconds=THREADS_MAX_SECONDS, on_start=None, on_result=None):
+    """Issue 12's table: the threads_cases() on `workers` (default threads_workers(): 1, 2 and the
+    library default) and torch.softmax at `torch_threads` (default torch_thread_counts(): its
+    default and 1), at each shape (rows, n) (quantization on the one-row shapes only, as
+    n elements), every case timed as run() does (hot up to COLD_BYTES a call, else flushed before
+    each call), all in this process. Returns (results, bandwidths): [Result] and {threads:
+    Bandwidth}, with the probe measured on every thread count a roofline needs (bw: those at
+    hand). threads_table(results) pivots them. torch's thread count is restored at the end.
+
+    names: a subset of threads_cases() (default all of them; torch.softmax is one). inputs:
+    names of INPUTS for every case (default threads_inputs). blocksizes: of the quantization
+    cases. backend: default the default backend (the calls then take no backend=).
+    """
+    available = threads_cases()
+    if names is None:
+        names = list(available)
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise ValueError(f"unknown case {unknown[0]!r} of the threads suite; its cases here are "
+                         f"{', '.join(available)}")
+    counts = worker_counts(threads_workers() if workers is None else workers)
+    torch_counts = worker_counts(torch_thread_counts()) if "torch.softmax" in names else []
+    backend = _dispatch.resolve(backend)
+    shapes = [(rows or 1, n) for rows, n in map(shape_of, shapes)]
+    inputs_of = threads_inputs if inputs is None else (lambda case, names=input_names(inputs): names)
+    bws = bandwidths(sorted({roofline_threads(k) for k in counts}), measured=bw)
+
+    def workers_of(case, case_backend):
+        return torch_counts if case.name == "torch.softmax" else case.workers_on(case_backend, counts)
+
+    row_cases = [available[name] for name in names if available[name].buffers == "rows"]
+    quant_cases = [replace(available[name], blocksize=blocksize) for blocksize in blocksizes for name in names
+                   if available[name].buffers == "quant"]
+    # torch first: each softmax line of the table is complete once its own rows are measured
+    row_cases.sort(key=lambda case: case.name != "torch.softmax")
+    one_row = [shape for shape in shapes if shape[0] == 1]
+    plans = [plan(cases, case_shapes, [backend], inputs_of, workers_of)
+             for cases, case_shapes in ((row_cases, shapes), (quant_cases, one_row)) if cases and case_shapes]
+    total = sum(map(len, plans))
+    results = []
+    for runs in plans:
+        buffers = {}
+        with torch_threads_restored():
+            for case, case_backend, (rows, n), distribution, count in runs:
+                if on_start is not None:
+                    on_start(len(results), total, case, case_backend, n, distribution, count)
+                key = (case.buffers, case.blocksize, distribution)
+                if (rows, n) not in {shape for shape, _ in buffers.values()}:
+                    buffers.clear()
+                if key not in buffers:
+                    buffers[key] = (rows, n), make_buffers(case.buffers, n, distribution, blocksize=case.blocksize,
+                                                           rows=rows)
+                result = measure(case, case_backend, buffers[key][1], workers=count, bw=bws, repeats=repeats,
+                                 warmup=warmup, max_seconds=max_seconds)
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+        buffers.clear()
+    return results, bws
+
+
+@dataclass(frozen=True)
+class ThreadsLine:
+    """One line of issue 12's table: a call at one shape, input and block size.
+
+    kernels: {workers: the catalog kernel run (the auto path's choice may depend on the thread
+    count)}. ns_per_element: {workers: ns per element}. roofline_ns_per_element: {workers: the roofline
+    with the bandwidth of roofline_threads(workers) threads}; roofline_fraction: {workers:
+    roofline / time}, cold cases only (None when hot). speedup: {workers: time on the fewest
+    workers measured / time on these}, for the others. torch_ns_per_element: {threads: ns per
+    element of torch.softmax on the same shape and input}, for the softmax calls.
+    default_workers: the library default (get_num_threads()); torch_default: torch's.
+    vs_torch: torch's time at its default / ours at our default (above 1: ours faster), when
+    both were measured.
+    """
+
+    call: str
+    rows: int
+    n: int
+    input: str
+    blocksize: Optional[int]
+    cache: str
+    kernels: dict
+    ns_per_element: dict
+    roofline_ns_per_element: dict
+    roofline_fraction: dict
+    speedup: dict
+    torch_ns_per_element: dict
+    default_workers: int
+    torch_default: Optional[int]
+    vs_torch: Optional[float]
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def threads_table(results, default_workers=None, torch_default=None):
+    """The lines of issue 12's table from threads_suite()'s results, in their order: one per call
+    (not torch), shape, input and block size. default_workers: default get_num_threads();
+    torch_default: torch's default thread count (default: as torch_thread_counts() found it, if
+    torch ran)."""
+    default_workers = _threads.DEFAULT[0] if default_workers is None else default_workers
+    torch_ran = any(r.kernel == "torch.softmax" for r in results)
+    if torch_default is None and torch_ran:
+        torch_default = _torch_default_threads()
+    torch = {}
+    for r in results:
+        if r.kernel == "torch.softmax":
+            torch.setdefault((r.rows, r.n, r.input), {})[r.workers] = r.ns_per_element
+    groups = {}
+    for r in results:
+        if r.kernel != "torch.softmax":
+            groups.setdefault((r.kernel, r.rows, r.n, r.input, r.blocksize), []).append(r)
+    lines, cases = [], threads_cases()
+    for (call, rows, n, distribution, blocksize), group in groups.items():
+        kernel_of = cases[call].kernel_of if call in cases else None
+        ns = {r.workers: r.ns_per_element for r in group}
+        fewest = min(ns)
+        references = torch.get((rows, n, distribution), {}) if call.endswith(".softmax") else {}
+        ours, theirs = ns.get(default_workers), references.get(torch_default)
+        lines.append(ThreadsLine(
+            call=call, rows=rows, n=n, input=distribution, blocksize=blocksize, cache=group[0].cache,
+            kernels={r.workers: kernel_of(r.backend, n, rows, r.workers) if kernel_of else None for r in group},
+            ns_per_element=ns,
+            roofline_ns_per_element={r.workers: None if r.roofline_ns is None else r.roofline_ns / (r.rows * r.n)
+                                     for r in group},
+            roofline_fraction={r.workers: r.roofline_fraction for r in group},
+            speedup={k: ns[fewest] / value for k, value in ns.items() if k != fewest},
+            torch_ns_per_element=dict(references), default_workers=default_workers,
+            torch_default=torch_default if torch_ran else None,
+            vs_torch=theirs / ours if ours and theirs else None))
+    return lines
 
 
 # --- latency: the public calls on one short row -------------------------------------------------

@@ -1,6 +1,7 @@
 """The benchmark API (softmaxlib.bench): its cases, shapes and consistency of its results, never speed."""
 import math
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
@@ -330,3 +331,202 @@ def test_latency_rows():
         assert ns["reference", "np.exp(x)"].over_np_exp == pytest.approx(1.0) and exp > 0
         torch_row = ns.get(("reference", "torch.softmax(t, -1)"))
         assert (torch_row is None) == ("torch_softmax" in bench.missing_peers())
+
+
+# --- threads: the k-thread probe, worker counts, issue 12's table -----------------------------------
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_bandwidth_on_several_threads(threads):
+    """The probe on k threads: each streams its own slice of one buffer at once; positive figures,
+    its k, and how together the slices started."""
+    bw = bench.bandwidth(1 << 20, repeats=2, threads=threads)
+    assert bw.threads == threads and bw.nbytes == 1 << 20
+    assert positive_finite(bw.read_gb_s) and positive_finite(bw.read_write_gb_s)
+    assert bw.start_skew_ns >= 0 and bw.samples == 2
+    assert ("C probe" in bw.source) == (_dispatch.lib is not None)
+    assert bw.as_dict()["threads"] == threads
+    one = bench.bandwidth(1 << 20, repeats=1)
+    assert (one.threads, one.start_skew_ns) == (1, 0)
+
+
+def test_bandwidth_threads_numpy_fallback_and_tiny_buffers(monkeypatch):
+    bw = bench.bandwidth(64, repeats=1, threads=4)  # fewer 64-byte lines than threads: some stream nothing
+    assert bw.threads == 4 and bw.nbytes == 64 and positive_finite(bw.read_gb_s)
+    monkeypatch.setattr(_dispatch, "lib", None)
+    bw = bench.bandwidth(4096 + 7, repeats=2, threads=2)
+    assert bw.threads == 2 and bw.nbytes == 4096 and "NumPy" in bw.source
+    assert positive_finite(bw.read_gb_s) and positive_finite(bw.read_write_gb_s)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_bandwidth_rejects_bad_thread_counts(threads):
+    with pytest.raises(ValueError, match="threads must be a positive int"):
+        bench.bandwidth(4096, threads=threads)
+
+
+@pytest.mark.parametrize("count, parts", [(1 << 17, 2), (1 << 17, 3), (1000, 7), (5, 2), (8 * 7 + 3, 7)])
+def test_probe_slices_cover_the_buffer_on_line_boundaries(count, parts):
+    slices = bench._slices(count, parts)
+    assert len(slices) == parts and slices[0][0] == 0 and slices[-1][1] == count
+    assert all(end == start for (_, end), (start, _) in zip(slices, slices[1:]))  # contiguous, disjoint
+    assert all(start % 8 == 0 and start <= end for start, end in slices)  # 64-byte boundaries
+
+
+def test_time_parallel_runs_every_part_on_its_own_thread():
+    import threading
+    seen, before = [], threading.active_count()
+
+    def part(index):
+        seen.append((index, threading.current_thread().name))
+
+    timing = bench.time_parallel([partial(part, index) for index in range(3)], [np.ones(1024)], repeats=4, warmup=2)
+    assert timing.samples == 4 and timing.calls_per_sample == 1 and timing.start_skew_ns >= 0
+    assert 0 < timing.min_ns <= timing.median_ns
+    assert sorted(seen) == sorted((index, name) for index, name in seen)
+    assert [sum(1 for i, _ in seen if i == index) for index in range(3)] == [6, 6, 6]  # warm-up + samples
+    names = {index: {name for i, name in seen if i == index} for index in range(3)}
+    assert names[0] == {threading.current_thread().name}  # the caller takes part 0
+    assert len(names[1] | names[2]) == 2 and not (names[1] | names[2]) & names[0]
+    assert threading.active_count() == before  # the helpers are joined
+
+
+def test_time_parallel_raises_a_part_s_error_and_stops():
+    import threading
+    before = threading.active_count()
+
+    def fails():
+        raise RuntimeError("part failed")
+
+    with pytest.raises(RuntimeError, match="part failed"):
+        bench.time_parallel([lambda: None, fails], repeats=2)
+    with pytest.raises(RuntimeError, match="part failed"):
+        bench.time_parallel([fails, lambda: None], repeats=2)
+    assert threading.active_count() == before
+    with pytest.raises(ValueError):
+        bench.time_parallel([])
+
+
+def test_bandwidths_keep_the_probes_at_hand(small_probe):
+    bws = bench.bandwidths([1, 2, 2], 1 << 16, repeats=1, measured=small_probe)
+    assert list(bws) == [1, 2] and bws[1] is small_probe and bws[2].threads == 2
+    assert bench.bandwidths([2], measured=[bws[2]]) == {2: bws[2]}
+    assert bench.roofline_threads(1) == 1
+    assert bench.roofline_threads(10 ** 6) == softmaxlib._threads.available_cores()
+
+
+@pytest.mark.parametrize("workers, expected", [(1, [1]), ([2, 1, 2], [2, 1]), (-1, None)])
+def test_worker_counts(workers, expected):
+    assert bench.worker_counts(workers) == (expected or [softmaxlib._threads.available_cores()])
+
+
+@pytest.mark.parametrize("workers, error", [(0, ValueError), ([1, -2], ValueError), ([], ValueError),
+                                            (["2"], TypeError), (True, TypeError)])
+def test_worker_counts_reject(workers, error):
+    with pytest.raises(error):
+        bench.worker_counts(workers)
+
+
+def test_make_buffers_of_a_shape():
+    buffers = bench.make_buffers("rows", 1 << 10, rows=64)
+    assert (buffers.rows, buffers.n, buffers.elements, buffers.cache) == (64, 1 << 10, 1 << 16, "hot")
+    assert bench.make_buffers("rows", 1 << 14, rows=64).cache == "cold"  # 8 MiB a call
+    quant = bench.make_buffers("quant", 1000, rows=4, blocksize=256)
+    assert (quant.rows, quant.n, quant.sets[0][0].shape) == (1, 4000, (4000,))
+    with pytest.raises(ValueError):
+        bench.make_buffers("rows", 10, rows=0)
+
+
+@pytest.fixture(scope="module")
+def probes(small_probe):
+    return bench.bandwidths([1, 2], 1 << 20, repeats=2, measured=small_probe)
+
+
+def test_run_on_several_worker_counts(probes):
+    """run(workers=[1, 2]): the library's cases on each count (their outputs right on both), the
+    NumPy baseline and the Numba twins once, on one; the roofline of k workers from the k-thread
+    probe; shapes (rows, n) run as given."""
+    backend = softmaxlib.backends()[0]
+    names = ["numpy_softmax", "softmax_two_pass", "auto_softmax", "stablemax_cross_entropy"]
+    results = bench.run(names, [1000, (3, 100_000)], [backend, "numba"], workers=[1, 2], repeats=1, bw=probes,
+                        max_seconds=0.05)
+    expected = []
+    for n in (1000, 100_000):
+        expected.append(("numpy_softmax", "numpy", n, 1))
+        for name in names[1:]:
+            expected += [(name, backend, n, 1), (name, backend, n, 2), (name, "numba", n, 1)]
+    assert [(r.kernel, r.backend, r.n, r.workers) for r in results] == expected
+    baselines = baselines_of(results)
+    for result in results:
+        if result.n == 1000:  # batched rows (the shape's 3 rows of 1e5 are checked below)
+            check_result(result, baselines)
+        assert result.as_dict()["workers"] == result.workers
+        if result.cache == "cold" and result.roofline_ns is not None:
+            kernel = bench.all_cases()[result.kernel].kernel_of(result.backend, result.n)
+            bw = probes[bench.roofline_threads(result.workers)]
+            assert result.roofline_ns == pytest.approx(bench.roofline_ns(kernel, result.rows * result.n, bw))
+    assert {(r.rows, r.cache) for r in results if r.n == 100_000} == {(3, "cold")}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cases_on_workers_write_their_outputs(workers):
+    buffers = bench.make_buffers("rows", 1 << 15, rows=4)
+    backend = softmaxlib.backends()[0]
+    for name in ("softmax_reload", "log_softmax_two_pass", "stablemax", "auto_softmax"):
+        for _, y in buffers.sets:
+            y.fill(np.nan)
+        result = bench.measure(bench.all_cases()[name], backend, buffers, workers=workers, repeats=1)
+        assert result.workers == workers
+        assert bench.sum_error(buffers.sets[0][1], "log_" in name) < 1e-4
+
+
+def test_torch_threads_are_restored(small_probe):
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        results = bench.run(["torch_softmax"], [256], workers=[2], repeats=1, bw=small_probe, max_seconds=0.01)
+        assert [r.workers for r in results] == [2]
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_suite_and_table(probes):
+    """threads_suite on tiny shapes: every call on each worker count, torch (when installed) at
+    its thread counts first per shape and input, quantization on the one-row shapes only; the
+    table's lines and their ratios agree with the results."""
+    shapes = [(4, 256), 1000]
+    results, bws = bench.threads_suite(shapes, [1, 2], repeats=1, bw=probes, max_seconds=0.01)
+    assert bws == probes
+    torch_ran = "torch_softmax" not in bench.missing_peers()
+    calls = [name for name in bench.threads_cases() if name != "torch.softmax"]
+    assert calls == ["softmaxlib.softmax", "two_pass.softmax", "stablemax.stablemax", "quant.quantize_blockwise",
+                     "quant.dequantize_blockwise"]
+    lines = bench.threads_table(results)
+    expected = [(call, rows, n, distribution) for rows, n in ((4, 256), (1, 1000)) for call in calls[:3]
+                for distribution in (("normal", "uniform80") if call.endswith(".softmax") else ("normal",))]
+    expected += [(call, 1, 1000, "normal") for call in calls[3:]]
+    assert [(line.call, line.rows, line.n, line.input) for line in lines] == expected
+    measured = {(r.kernel, r.rows, r.n, r.input, r.workers): r for r in results}
+    torch_threads = bench.torch_thread_counts() if torch_ran else []
+    for line in lines:
+        assert sorted(line.ns_per_element) == [1, 2]
+        assert line.speedup == {2: pytest.approx(line.ns_per_element[1] / line.ns_per_element[2])}
+        assert line.ns_per_element[2] == measured[line.call, line.rows, line.n, line.input, 2].ns_per_element
+        assert line.cache == "hot" and set(line.roofline_fraction.values()) == {None}
+        assert all(positive_finite(value) for value in line.roofline_ns_per_element.values())
+        assert set(line.kernels) == {1, 2} and set(line.kernels.values()) <= set(_catalog.KERNELS)
+        assert line.default_workers == softmaxlib.get_num_threads()
+        if torch_ran and line.call.endswith(".softmax"):
+            assert sorted(line.torch_ns_per_element) == sorted(torch_threads)
+            ours = line.ns_per_element.get(line.default_workers)
+            assert line.vs_torch == (None if ours is None else
+                                     pytest.approx(line.torch_ns_per_element[torch_threads[0]] / ours))
+        else:
+            assert line.torch_ns_per_element == {} and line.vs_torch is None
+        assert line.as_dict()["call"] == line.call
+    if torch_ran:  # torch's rows of a shape come before the calls that refer to them
+        first_call = next(i for i, r in enumerate(results) if r.kernel != "torch.softmax")
+        assert {r.kernel for r in results[:first_call]} == {"torch.softmax"}
+    with pytest.raises(ValueError, match="unknown case 'softmax_reload' of the threads suite"):
+        bench.threads_suite(shapes, names=["softmax_reload"], bw=probes)

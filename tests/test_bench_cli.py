@@ -12,7 +12,7 @@ import pytest
 
 import softmaxlib
 from softmaxlib import __main__ as softmaxlib_main
-from softmaxlib import _bench_cli, bench
+from softmaxlib import _bench_cli, _threads as threads, bench
 
 PACKAGE_PARENT = str(pathlib.Path(softmaxlib.__file__).resolve().parent.parent)
 TINY = ["--sizes", "2^8,2^10", "--repeats", "2"]
@@ -35,7 +35,7 @@ CASES = bench.all_cases()
 
 
 def table_rows(stdout):
-    """The table's rows, split: kernel, backend, n, input, rows, block, cache, ns/elem, ..."""
+    """The table's rows, split: kernel, backend, n, input, workers, rows, block, cache, ns/elem, ..."""
     return [line.split() for line in stdout.splitlines() if line.split() and line.split()[0] in CASES]
 
 
@@ -63,6 +63,8 @@ def test_default_kernels_every_backend_and_json(tmp_path):
     for key in ("cpu", "isa", "caches", "cores", "versions", "bandwidth", "subnormals_flushed"):
         assert key in machine
     assert machine["versions"]["softmaxlib"] == softmaxlib.__version__
+    assert [probe["threads"] for probe in machine["bandwidths"]] == [1] and document["workers"] == [1]
+    assert machine["bandwidth"] == machine["bandwidths"][0]
     assert len(document["results"]) == len(rows)
     assert document["inputs"] == {"normal": "N(0, 1)"}  # the default: N(0, 1) only
     assert document["suite"] is None
@@ -119,7 +121,7 @@ def test_quick_runs_uniform80_next_to_normal():
     # cold by size alone (more than 2 MiB a call: 4 MiB of rows, 2.5 MiB of quantization data),
     # whatever the cache sizes: every such case with a catalog kernel shows its roofline fraction
     for row in rows:
-        assert row[6] == ("cold" if row[2] == "2^19" else "hot")
+        assert row[7] == ("cold" if row[2] == "2^19" else "hot") and row[4] == "1"  # one worker by default
         has_roofline = row[2] == "2^19" and CASES[row[0]].kernel_of is not None
         assert (row[-1] != "-") == has_roofline
     assert {"softmax_reload", "softmax_two_pass", "auto_softmax", "numpy_softmax"} <= {
@@ -185,6 +187,24 @@ def test_bad_arguments_exit_2_and_write_nothing(args, message, tmp_path):
     (["--suite", "latency", "--plot", "x.png"], "not --plot"),
     (["--suite", "latency", "--repeats", "0"], "--repeats must be >= 1"),
     (["--blocksizes", "8"], "block sizes run from 16 to 2^24"),
+    # --workers: positive thread counts or -1, comma-separated
+    (["--workers", "0"], "argument --workers: bad workers 0: a positive number of threads or -1 (every core)"),
+    (["--workers", "-2"], "argument --workers: bad workers -2"),
+    (["--workers", "two"], "argument --workers: bad workers 'two': a positive number of threads or -1"),
+    (["--workers", "1.5"], "argument --workers: bad workers '1.5'"),
+    (["--workers", "1,,x"], "argument --workers: bad workers 'x'"),
+    (["--workers", ""], "argument --workers: no worker counts given"),
+    (["--workers", " , "], "argument --workers: no worker counts given"),
+    (["--suite", "latency", "--workers", "2"], "--suite latency takes --sizes, --repeats, --json only, not --workers"),
+    (["--suite", "latency", "--sizes", "4x2^8"], "--suite latency times one row"),
+    (["--sizes", "4x2^8x2"], "bad shape '4x2^8x2'"),
+    (["--sizes", "0x2^8"], "out of range"),
+    (["--sizes", "2^16x2^16"], "rows x n <= 2^30"),
+    (["--suite", "threads", "--plot", "x.png"], "--suite threads has its own sizes and its own table: no --plot"),
+    (["--suite", "threads", "--quick"], "no --quick"),
+    (["--suite", "threads", "--kernels", "softmax_reload"], "unknown case 'softmax_reload' of --suite threads"),
+    (["--suite", "threads", "--backends", "avx2,numba"], "--suite threads runs on one backend"),
+    (["--suite", "threads", "--backends", "sse9"], "unknown softmaxlib backend"),
 ])
 def test_empty_or_unknown_lists_exit_2(args, message, tmp_path, capsys):
     """In process (the arguments are checked before anything is measured): faster than a subprocess."""
@@ -242,7 +262,7 @@ def test_every_help_path_prints_help_and_exits_0(argv, usage, capsys):
             assert f"{name} = {label}" in " ".join(out.split())  # --inputs and its names
 
 
-@pytest.mark.parametrize("suite", [name for name in _bench_cli.SUITES if name != "latency"])
+@pytest.mark.parametrize("suite", [name for name in _bench_cli.SUITES if name not in ("latency", "threads")])
 def test_every_suite_runs(suite, tmp_path, capsys):
     """In process, one tiny size, one repeat, one backend: the suite's cases, in order, and its JSON."""
     path = tmp_path / f"{suite}.json"
@@ -269,7 +289,7 @@ def test_every_suite_runs(suite, tmp_path, capsys):
             size for group in (True, False) for size in blocksizes for name in preset.kernels
             if CASES[name].is_baseline == group]
     if suite == "crossover":  # one row, the same buffers: "rows" is 1 even where the default sweep batches
-        assert {row[4] for row in rows} == {"1"}
+        assert {row[5] for row in rows} == {"1"}
     if preset.pivot:
         assert "ns per element:" in out
     if suite in ("stablemax", "quant"):  # every kernel against its NumPy expression
@@ -329,3 +349,139 @@ def test_parse_size(text, value):
 def test_parse_size_rejects(text):
     with pytest.raises(ValueError):
         _bench_cli.parse_size(text)
+
+
+@pytest.mark.parametrize("text, value", [("64x2^10", (64, 1024)), ("1x1e3", (1, 1000)), ("2^20", 1 << 20),
+                                         (" 4X256 ", (4, 256))])
+def test_parse_shape(text, value):
+    assert _bench_cli.parse_shape(text) == value
+
+
+@pytest.mark.parametrize("text, value", [("1", [1]), ("1,2", [1, 2]), (" 2 , 1 ", [2, 1]), ("2,2,1", [2, 1]),
+                                         ("-1", [threads.available_cores()]), ("1,-1", [1, threads.available_cores()]
+                                                                                if threads.available_cores() > 1
+                                                                                else [1])])
+def test_parse_workers(text, value):
+    assert _bench_cli.parse_workers(text) == value
+
+
+def test_workers_list_runs_each_count_with_its_roofline(tmp_path, capsys):
+    """--workers 1,2 (in process, tiny sizes): the cases that take a thread count run on 1 and on 2
+    workers in consecutive rows, the NumPy baseline and the Numba twins once on 1; a cold size has
+    a roofline on both (from the 1- and 2-thread probes, both printed and in the JSON); a shape
+    ROWSxN runs those rows."""
+    path = tmp_path / "workers.json"
+    backend = softmaxlib.backends()[0]
+    kernels = ["softmax_two_pass", "auto_softmax", "quantize_blockwise", "numpy_softmax"]
+    assert _bench_cli.main(["--sizes", "2^8,3x100000", "--repeats", "1", "--kernels", ",".join(kernels),
+                            "--backends", f"{backend},numba", "--workers", "1,2", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "bandwidth probe, 64 MiB, 1 thread:" in out and "bandwidth probe, 64 MiB, 2 threads:" in out
+    rows = table_rows(out)
+    expected = []
+    for n in ("256", "1e5"):
+        expected.append(("numpy_softmax", "numpy", n, "1"))
+        for name in kernels[:3]:
+            shown = "300000" if name == "quantize_blockwise" and n == "1e5" else n  # 3 x 1e5 elements, one array
+            expected += [(name, backend, shown, "1"), (name, backend, shown, "2"), (name, "numba", shown, "1")]
+    assert [(row[0], row[1], row[2], row[4]) for row in rows] == expected
+    for row in rows:
+        if row[2] == "1e5":
+            assert row[5] == "3" and row[7] == "cold"  # 3 rows of 1e5: 2.4 MB a call
+        if row[2] == "300000":
+            assert row[5] == "1" and row[7] == "hot"  # 1.5 MB a call
+        if row[7] == "cold" and row[0] != "numpy_softmax":
+            assert row[-1] != "-"
+    document = json.loads(path.read_text())
+    assert document["workers"] == [1, 2]
+    assert [probe["threads"] for probe in document["machine"]["bandwidths"]] == sorted(
+        {1, min(2, threads.available_cores())})
+    assert all(probe["read_gb_s"] > 0 and probe["read_write_gb_s"] > 0 for probe in document["machine"]["bandwidths"])
+    assert [r["workers"] for r in document["results"]] == [int(row[4]) for row in rows]
+
+
+def threads_table_lines(out):
+    """The threads suite's table: its header split, and its lines (call, shape, input, ...)."""
+    lines = out.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.split()[:3] == ["call", "shape", "input"])
+    body = []
+    for line in lines[start + 1:]:
+        if not line.split() or not line.split()[0].startswith(("softmaxlib.", "two_pass.", "stablemax.", "quant.")):
+            break
+        body.append(line.split())
+    return lines[start].split(), body
+
+
+@pytest.mark.parametrize("hide_torch", [False, True])
+def test_threads_suite_table_and_json(hide_torch, tmp_path, capsys, monkeypatch):
+    """--suite threads with tiny shapes (in process): a line per call, shape and input, each with
+    its time on 1 and 2 workers, the speedup, the rooflines and fractions (cold shapes only), and
+    torch.softmax at its default thread count and at one for the softmax calls (no such columns
+    without torch); quantization on the one-row shapes only. torch's thread count is as it was
+    after the run. The JSON has every result (which compare reads) and the table."""
+    path = tmp_path / "threads.json"
+    if hide_torch:
+        monkeypatch.setattr(bench, "missing_peers", lambda: {"torch_softmax": "torch"})
+    torch_missing = "torch_softmax" in bench.missing_peers()
+    if not torch_missing:
+        import torch
+        before = torch.get_num_threads()
+    assert _bench_cli.main(["--suite", "threads", "--sizes", "4x2^8,2^10,2^19", "--repeats", "1", "--workers", "1,2",
+                            "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("torch not installed (or left out): no torch columns") == torch_missing
+    header, body = threads_table_lines(out)
+    torch_threads = [] if torch_missing else list(dict.fromkeys([bench._torch_default_threads(), 1]))
+    assert header == ["call", "shape", "input", "cache", "w=1", "w=2", "x", "w=2", "roof1", "roof2", "frac1",
+                      "frac2"] + [f"torch{t}" for t in torch_threads] + (["x", "torch"] if torch_threads else [])
+    expected = []
+    for shape in ("4x256", "2^10", "2^19"):
+        for call in ("softmaxlib.softmax", "two_pass.softmax"):
+            expected += [(call, shape, "normal"), (call, shape, "uniform80")]
+        expected.append(("stablemax.stablemax", shape, "normal"))
+    for shape in ("2^10", "2^19"):
+        expected += [("quant.quantize_blockwise", shape, "normal"), ("quant.dequantize_blockwise", shape, "normal")]
+    assert [tuple(line[:3]) for line in body] == expected
+    columns = len(header) - 1 - bool(torch_threads)  # "x w=2" and "x torch" are one column each
+    for line in body:
+        assert len(line) == columns
+        cold = line[1] == "2^19"
+        assert line[3] == ("cold" if cold else "hot")
+        assert float(line[4]) > 0 and float(line[5]) > 0 and float(line[6]) > 0
+        assert all((cell != "-") == cold for cell in line[7:11])  # rooflines and fractions: cold only
+        torch_cells = line[11:]
+        assert all((cell != "-") == line[0].endswith(".softmax") for cell in torch_cells)
+    if not torch_missing:
+        assert torch.get_num_threads() == before
+    document = json.loads(path.read_text())
+    assert document["suite"] == "threads" and document["workers"] == [1, 2]
+    lines = document["threads"]
+    assert [(line["call"], _bench_cli.format_shape(line["rows"], line["n"]), line["input"]) for line in lines] == \
+        expected
+    for line in lines:
+        assert set(line["ns_per_element"]) == {"1", "2"} and set(line["speedup"]) == {"2"}
+        assert line["default_workers"] == softmaxlib.get_num_threads()
+        if line["call"].endswith(".softmax") and not torch_missing:
+            assert set(map(int, line["torch_ns_per_element"])) == set(torch_threads)
+    results = document["results"]
+    assert {r["kernel"] for r in results} == {call for call, _, _ in expected} | (set() if torch_missing
+                                                                                    else {"torch.softmax"})
+    assert {r["workers"] for r in results if r["kernel"] != "torch.softmax"} == {1, 2}
+    completed = run_cli("compare", str(path), str(path))
+    assert completed.returncode == 0, completed.stderr
+    assert "two_pass.softmax" in completed.stdout and "A/B above 1" in completed.stdout
+
+
+def test_notes_on_workers_and_load(monkeypatch):
+    cores = threads.available_cores()
+    assert _bench_cli.workers_notes([1, cores]) == []
+    [note] = _bench_cli.workers_notes([1, cores + 1])
+    assert f"--workers {cores + 1}" in note and f"{cores} threads'" in note
+    busy = {"load_average": [1.5, 1.0, 0.5], "available_cores": 2}
+    assert "load average 1.5" in _bench_cli.load_notes([1, 2], busy)[0]
+    assert _bench_cli.load_notes([1], busy) == []  # one thread: its core is its own
+    assert _bench_cli.load_notes([1, 2], dict(busy, load_average=[0.2, 0, 0])) == []
+    assert _bench_cli.load_notes([2], dict(busy, load_average=None)) == []
+    info = _bench_cli.machine_info(None)
+    assert info["bandwidth"] is None and info["bandwidths"] == [] and info["available_cores"] == cores
+    assert info["load_average"] is None or len(info["load_average"]) == 3
