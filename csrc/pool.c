@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
+#include <xmmintrin.h>
 #include <emmintrin.h>
 #include "softmaxlib.h"
 #include "pool.h"
@@ -51,7 +52,13 @@ struct job {
     int parts;          /* threads that may take part: the caller and workers 1 .. parts - 1 */
     uint32_t pieces;
     uint32_t tag;       /* the job's generation, in the claims word */
+    uint32_t control;   /* the caller's MXCSR without its flags: FTZ, DAZ, rounding, masks */
 };
+
+/* MXCSR's sticky exception flags (invalid, denormal, divide, overflow,
+ * underflow, precision): a worker raises them in its own register, and the
+ * caller gets them back, as if it had run every piece itself. */
+#define MXCSR_FLAGS 0x3fu
 
 /* Held by the caller whose job runs, for the whole job: trylock tells a
  * concurrent caller that the pool is busy. */
@@ -72,6 +79,7 @@ static struct job current;
  * a newer one. */
 static uint64_t claims;
 static uint32_t pieces_done;  /* pieces of the current job finished */
+static uint32_t raised_flags; /* MXCSR flags the workers raised in the current job */
 static int stopping;
 static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
 static __thread int on_pool_worker; /* nested parallel calls run inline */
@@ -126,6 +134,7 @@ static int run_pieces(const struct job *job) {
         } while (!__atomic_compare_exchange_n(&claims, &word, word + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
         const int64_t first = job->tasks * piece / job->pieces, end = job->tasks * (piece + 1) / job->pieces;
         job->body(job->context, first, end);
+        __atomic_fetch_or(&raised_flags, _mm_getcsr() & MXCSR_FLAGS, __ATOMIC_RELAXED);
         finished_last = __atomic_add_fetch(&pieces_done, 1, __ATOMIC_ACQ_REL) == job->pieces;
     }
 }
@@ -145,7 +154,10 @@ static void *worker_main(void *argument) {
         seen = generation; /* the latest job: a worker without a part in one may miss it */
         const struct job job = current;
         pthread_mutex_unlock(&state);
-        if (part < job.parts && run_pieces(&job)) {
+        if (part >= job.parts) continue;
+        /* The caller's floating-point environment: FTZ and DAZ change results. */
+        _mm_setcsr(job.control);
+        if (run_pieces(&job)) {
             pthread_mutex_lock(&state);
             pthread_cond_signal(&work_done);
             pthread_mutex_unlock(&state);
@@ -213,9 +225,11 @@ void sml_parallel(int64_t tasks, int64_t work, int threads, sml_task_range body,
     if (parts > worker_count + 1) parts = worker_count + 1;
     const int64_t pieces = tasks < parts * PIECES_PER_THREAD ? tasks : parts * PIECES_PER_THREAD;
     pthread_mutex_lock(&state);
-    const struct job job = {body, context, tasks, (int)parts, (uint32_t)pieces, (uint32_t)(generation + 1)};
+    const struct job job = {body, context, tasks, (int)parts, (uint32_t)pieces, (uint32_t)(generation + 1),
+                            _mm_getcsr() & ~MXCSR_FLAGS};
     current = job;
     __atomic_store_n(&pieces_done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&raised_flags, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&claims, (uint64_t)job.tag << 32, __ATOMIC_RELEASE);
     __atomic_store_n(&generation, generation + 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&work_ready);
@@ -226,6 +240,7 @@ void sml_parallel(int64_t tasks, int64_t work, int threads, sml_task_range body,
         while (!all_pieces_done(job.pieces)) pthread_cond_wait(&work_done, &state);
         pthread_mutex_unlock(&state);
     }
+    _mm_setcsr(_mm_getcsr() | __atomic_load_n(&raised_flags, __ATOMIC_ACQUIRE));
     pthread_mutex_unlock(&busy);
 }
 

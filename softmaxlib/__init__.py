@@ -9,6 +9,9 @@ from ._api import apply_rows, fast_path
 from ._dispatch import USABLE_BACKENDS
 from ._runtime import runtime_info, show_runtime
 from ._threads import get_num_threads, set_num_threads
+from ._threadpoolctl import register_threadpoolctl
+
+register_threadpoolctl()  # threadpoolctl lists and limits softmaxlib (docs/threading.md)
 from ._version import __version__
 from .two_pass import logsumexp
 
