@@ -1,6 +1,9 @@
 """Fixtures shared by the tests: every kernel of the catalog on every backend."""
+import atexit
 import importlib
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -9,10 +12,16 @@ from hypothesis import settings
 import softmaxlib
 from softmaxlib import _bindings, _catalog
 
+# The auto path's probe results (softmaxlib/_tune.py) go to a temporary folder, not ~/.cache.
+if "SOFTMAXLIB_CACHE_DIR" not in os.environ:
+    os.environ["SOFTMAXLIB_CACHE_DIR"] = tempfile.mkdtemp(prefix="softmaxlib-tests-")
+    atexit.register(shutil.rmtree, os.environ["SOFTMAXLIB_CACHE_DIR"], True)
+
 # Hypothesis: each test states its full example count as max_examples=examples(N); the profile caps
 # it. The default run ("fast") draws at most FAST_EXAMPLES per test; the slow step of .ci/run passes
 # --hypothesis-profile=full (with -m "slow or hypothesis"), where every test draws its N.
 FAST_EXAMPLES = 20
+
 settings.register_profile("fast", max_examples=FAST_EXAMPLES)
 settings.register_profile("full", max_examples=10_000)  # a cap above every N
 settings.load_profile("fast")  # --hypothesis-profile, applied after this module is imported, wins
