@@ -17,6 +17,8 @@ elements, None without one) and bytes_in_out (effective GB/s = bytes_in_out / ti
 `softmaxlib bench` times the same cases with softmaxlib.bench.time_callable.
 """
 import itertools
+import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -25,6 +27,11 @@ pytest.importorskip("pytest_benchmark")
 
 import softmaxlib  # noqa: E402
 from softmaxlib import _bindings, _catalog, _codebooks, bench  # noqa: E402
+
+# The auto path's probe results (softmaxlib/_tune.py) go to a temporary folder, not ~/.cache, also
+# when this folder runs alone (tests/conftest.py sets it for a run of both; a conftest.py here
+# would shadow that one, which the tests import as `conftest`).
+os.environ.setdefault("SOFTMAXLIB_CACHE_DIR", tempfile.mkdtemp(prefix="softmaxlib-bench-"))
 
 CASES = bench.all_cases()
 SIZES = [1000, 10_000, 100_000, 1 << 24]
