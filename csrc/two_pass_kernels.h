@@ -173,7 +173,7 @@ struct pair_row {
     double mantissas[ROW_CHUNKS_MAX], exponents[ROW_CHUNKS_MAX];
 };
 
-SML_INLINE void pair_chunks(void *context, int64_t first, int64_t end) {
+static inline void pair_chunks(void *context, int64_t first, int64_t end) {
     struct pair_row *row = context;
     for (int64_t c = first; c < end; c++)
         sum_exp_pair_vector(row->x + c * row->chunk, chunk_length(row->n, c), &row->mantissas[c], &row->exponents[c]);
@@ -199,7 +199,7 @@ SML_INLINE int chunked_sum_exp_pair(struct pair_row *row, const float *x, float 
  * compiler specializes the loops for constants.  Each thread fences its own
  * non-temporal stores before the pool reports its share done. */
 #define CHUNK_OUTPUT(name, log_output, stream)                                                                  \
-    SML_INLINE void name(void *context, int64_t first, int64_t end) {                                          \
+    static inline void name(void *context, int64_t first, int64_t end) {                                       \
         const struct pair_row *row = context;                                                                   \
         for (int64_t c = first; c < end; c++) {                                                                 \
             const int64_t at = c * row->chunk;                                                                  \
