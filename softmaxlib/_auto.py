@@ -124,9 +124,9 @@ def modeled(function, backend, threads):
 
 def elements_in_flight(n, rows, threads):
     """The elements the threads work on at once for `rows` rows of n: a row split among them, or
-    one whole row each (csrc/pool.h's split_by_rows)."""
+    one whole row each (csrc/pool.h's split_by_rows), on at most as many threads as cores."""
     if threads > 1 and rows >= ROWS_PER_THREAD_TO_SPLIT_BY_ROWS * threads:
-        return n * threads
+        return n * min(threads, _available_cores())
     return n
 
 
