@@ -164,7 +164,7 @@ void SML_ISA_SUFFIX(sml_f32_u8_quantize_blockwise)(int64_t n, const float *x, in
                                                const float *midpoints, int single_compare, uint8_t zero_code,
                                                uint8_t *q, float *absmax, int workers) {
     struct quantize_job job = {x, n, blocksize, table, midpoints, single_compare, zero_code, q, absmax};
-    sml_parallel((n + blocksize - 1) / blocksize, n, workers, quantize_blocks, &job);
+    run_tasks((n + blocksize - 1) / blocksize, n, workers, quantize_blocks, &job);
 }
 
 SML_INLINE vf dequantized_vector(const vf_table256 *table, vi codes, vf scale) {
@@ -222,7 +222,7 @@ static void dequantize_streamed(void *context, int64_t first, int64_t end) {
 void SML_ISA_SUFFIX(sml_u8_f32_dequantize_blockwise)(int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize,
                                                  const float *code, float *out, int stream, int workers) {
     struct dequantize_job job = {n, q, absmax, blocksize, code, out};
-    sml_parallel((n + blocksize - 1) / blocksize, n, workers,
+    run_tasks((n + blocksize - 1) / blocksize, n, workers,
                  stream && VF_DEQUANTIZE_STREAMS ? dequantize_streamed : dequantize_stored, &job);
 }
 

@@ -145,7 +145,7 @@ struct stable_chunked_row {
     float mins[ROW_CHUNKS_MAX], finite_mins[ROW_CHUNKS_MAX];
 };
 
-static inline void sum_chunks(void *context, int64_t first, int64_t end) {
+SML_INLINE void sum_chunks(void *context, int64_t first, int64_t end) {
     struct stable_chunked_row *row = context;
     for (int64_t c = first; c < end; c++)
         row->sums[c] = stable_sum(row->x + c * row->chunk, chunk_length(row->n, c), &row->mins[c], &row->finite_mins[c]);
@@ -154,7 +154,7 @@ static inline void sum_chunks(void *context, int64_t first, int64_t end) {
 /* Pass 2 over chunks [first, end), one function per output kind: the compiler
  * specializes the loops for constants. */
 #define STABLE_CHUNKS(name, kind)                                                                        \
-    static inline void name(void *context, int64_t first, int64_t end) {                                \
+    SML_INLINE void name(void *context, int64_t first, int64_t end) {                                   \
         const struct stable_chunked_row *row = context;                                                  \
         for (int64_t c = first; c < end; c++) {                                                          \
             const int64_t at = c * row->chunk;                                                           \
@@ -334,7 +334,7 @@ void SML_ISA_SUFFIX(sml_f32_stablemax_cross_entropy)(int64_t rows, int64_t n, co
                                                      int64_t ignore_index, double grad_scale, double *losses,
                                                      float *grad, int workers) {
     struct cross_entropy_rows job = {x, n, labels, ignore_index, grad_scale, losses, grad};
-    sml_parallel(rows, rows * n, workers, cross_entropy_rows, &job);
+    run_tasks(rows, rows * n, workers, cross_entropy_rows, &job);
 }
 
 SML_TILES(stablemax, VF_LANES, STABLE_UNROLL * VF_LANES)

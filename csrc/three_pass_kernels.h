@@ -263,7 +263,7 @@ struct chunked_row {
     double sums[ROW_CHUNKS_MAX];
 };
 
-static inline void max_min_chunks(void *context, int64_t first, int64_t end) {
+SML_INLINE void max_min_chunks(void *context, int64_t first, int64_t end) {
     struct chunked_row *row = context;
     for (int64_t c = first; c < end; c++)
         row->maxes[c] = row_max_min(row->x + c * row->chunk, chunk_length(row->n, c), &row->mins[c]);
@@ -273,14 +273,14 @@ static inline void max_min_chunks(void *context, int64_t first, int64_t end) {
  * kernel and exp form: the store, form and output are constants in each, which
  * the compiler needs to specialize the loops. */
 #define CHUNK_PASSES(name, store, form, output)                                                                    \
-    static inline void name##_sum(void *context, int64_t first, int64_t end) {                                    \
+    SML_INLINE void name##_sum(void *context, int64_t first, int64_t end) {                                       \
         struct chunked_row *row = context;                                                                         \
         for (int64_t c = first; c < end; c++) {                                                                    \
             const int64_t at = c * row->chunk;                                                                     \
             row->sums[c] = sum_exp_shifted(row->x + at, row->y + at, chunk_length(row->n, c), row->shift, store, form); \
         }                                                                                                          \
     }                                                                                                              \
-    static inline void name##_write(void *context, int64_t first, int64_t end) {                                  \
+    SML_INLINE void name##_write(void *context, int64_t first, int64_t end) {                                     \
         struct chunked_row *row = context;                                                                         \
         const float *source = (store) == STORE_NOTHING ? row->x : row->y;                                          \
         for (int64_t c = first; c < end; c++) {                                                                    \

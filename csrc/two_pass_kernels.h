@@ -173,7 +173,7 @@ struct pair_row {
     double mantissas[ROW_CHUNKS_MAX], exponents[ROW_CHUNKS_MAX];
 };
 
-static inline void pair_chunks(void *context, int64_t first, int64_t end) {
+SML_INLINE void pair_chunks(void *context, int64_t first, int64_t end) {
     struct pair_row *row = context;
     for (int64_t c = first; c < end; c++)
         sum_exp_pair_vector(row->x + c * row->chunk, chunk_length(row->n, c), &row->mantissas[c], &row->exponents[c]);
@@ -199,7 +199,7 @@ SML_INLINE int chunked_sum_exp_pair(struct pair_row *row, const float *x, float 
  * compiler specializes the loops for constants.  Each thread fences its own
  * non-temporal stores before the pool reports its share done. */
 #define CHUNK_OUTPUT(name, log_output, stream)                                                                  \
-    static inline void name(void *context, int64_t first, int64_t end) {                                       \
+    SML_INLINE void name(void *context, int64_t first, int64_t end) {                                          \
         const struct pair_row *row = context;                                                                   \
         for (int64_t c = first; c < end; c++) {                                                                 \
             const int64_t at = c * row->chunk;                                                                  \
@@ -284,7 +284,7 @@ void SML_ISA_SUFFIX(sml_f32_sum_exp_pair)(int64_t rows, int64_t n, const float *
                                           int workers) {
     if (split_by_rows(rows, n, workers)) {
         struct pair_rows job = {x, n, mantissa, exponent};
-        sml_parallel(rows, rows * n, workers, pair_rows, &job);
+        run_tasks(rows, rows * n, workers, pair_rows, &job);
     } else {
         for (int64_t r = 0; r < rows; r++) sum_exp_pair_row(x + r * n, n, &mantissa[r], &exponent[r], workers);
     }
