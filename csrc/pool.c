@@ -134,6 +134,7 @@ static int run_pieces(const struct job *job) {
         } while (!__atomic_compare_exchange_n(&claims, &word, word + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
         const int64_t first = job->tasks * piece / job->pieces, end = job->tasks * (piece + 1) / job->pieces;
         job->body(job->context, first, end);
+        _mm_sfence(); /* a piece's non-temporal stores are seen by whoever reads its outputs next */
         __atomic_fetch_or(&raised_flags, _mm_getcsr() & MXCSR_FLAGS, __ATOMIC_RELAXED);
         finished_last = __atomic_add_fetch(&pieces_done, 1, __ATOMIC_ACQ_REL) == job->pieces;
     }

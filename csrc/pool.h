@@ -19,9 +19,10 @@ typedef void (*sml_task_range)(void *context, int64_t first, int64_t end);
 #define SML_PARALLEL_GRAIN 8192
 
 /* Runs tasks [0, tasks) in at most `threads` contiguous ranges, one per
- * thread (the caller's included), and returns when all are done.  `work` is
- * the elements the job touches: below SML_PARALLEL_GRAIN per thread, fewer
- * threads.  Runs every task in the calling thread when the pool is busy with
+ * thread (the caller's included), and returns when all are done, every piece
+ * the pool ran fenced (its non-temporal stores too).  `work` is the elements
+ * the job touches: below SML_PARALLEL_GRAIN per thread, fewer threads.  Runs
+ * every task in the calling thread, unfenced, when the pool is busy with
  * another caller's job or the caller is a pool worker. */
 void sml_parallel(int64_t tasks, int64_t work, int threads, sml_task_range body, void *context);
 
@@ -84,8 +85,9 @@ static inline int split_by_rows(int64_t rows, int64_t n, int threads) {
 /* A row kernel of the "rows" signature from row(x, y, n, threads), which
  * computes one row with at most `threads` threads: whole rows to each thread
  * (each computed with one) or, for few long rows, one row after another with
- * all of them (split_by_rows).  `finish` ends every thread's share (the
- * streaming kernels fence their non-temporal stores there). */
+ * all of them (split_by_rows).  `finish` ends the calling thread's work and
+ * every share of whole rows (the streaming kernels fence their non-temporal
+ * stores there; the pool fences what its workers stored). */
 struct sml_rows {
     const float *x;
     float *y;
@@ -108,5 +110,6 @@ struct sml_rows {
             run_tasks(rows, rows * n, workers, name##_rows, &job);                                 \
         } else {                                                                                   \
             for (int64_t r = 0; r < rows; r++) row(x + r * n, y + r * n, n, workers);              \
+            finish;                                                                                \
         }                                                                                          \
     }

@@ -196,8 +196,9 @@ SML_INLINE int chunked_sum_exp_pair(struct pair_row *row, const float *x, float 
 }
 
 /* Pass 2 over chunks [first, end), one function per (log_output, stream): the
- * compiler specializes the loops for constants.  Each thread fences its own
- * non-temporal stores before the pool reports its share done. */
+ * compiler specializes the loops for constants.  The non-temporal stores are
+ * fenced where a thread's share ends: by the pool after each piece, and by the
+ * kernel (SML_ROW_KERNEL's `finish`) in the calling thread. */
 #define CHUNK_OUTPUT(name, log_output, stream)                                                                  \
     SML_INLINE void name(void *context, int64_t first, int64_t end) {                                          \
         const struct pair_row *row = context;                                                                   \
@@ -206,7 +207,6 @@ SML_INLINE int chunked_sum_exp_pair(struct pair_row *row, const float *x, float 
             write_two_pass_output(row->x + at, row->y + at, chunk_length(row->n, c), row->a, row->b, row->c, row->d, \
                                   log_output, stream);                                                          \
         }                                                                                                       \
-        if (stream) vf_stream_fence();                                                                          \
     }
 
 CHUNK_OUTPUT(softmax_chunks, 0, 0)
@@ -253,8 +253,8 @@ TWO_PASS_ROW(log_softmax_row, 1, log_softmax_chunks)
 TWO_PASS_ROW(softmax_row_stream, 0, softmax_chunks_stream)
 TWO_PASS_ROW(log_softmax_row_stream, 1, log_softmax_chunks_stream)
 
-/* Non-temporal stores are weakly ordered: every thread fences its own before
- * the caller reads y (the chunk outputs above fence too, for split rows). */
+/* Non-temporal stores are weakly ordered: the streaming kernels fence the
+ * calling thread's once per call (the pool fences its workers'). */
 SML_ROW_KERNEL(sml_f32_softmax_two_pass, softmax_row, )
 SML_ROW_KERNEL(sml_f32_log_softmax_two_pass, log_softmax_row, )
 SML_ROW_KERNEL(sml_f32_softmax_two_pass_stream, softmax_row_stream, vf_stream_fence())
