@@ -10,6 +10,7 @@ any byte, C reads a float only at a multiple of 4, so the rare misaligned array 
 aligned copy (_run_realigned).
 """
 import importlib
+import inspect
 
 import numpy as np
 
@@ -150,10 +151,6 @@ def _dequantize(kernel, backend):
 # The signatures whose C kernels take a thread count (csrc/pool.h): their bound calls take it as a last
 # argument, `workers` (default 1; the Numba twins run on the calling thread and ignore it).
 WITH_WORKERS = ("rows", "pair", "loss", "quantize", "dequantize")
-# The bound calls' arguments before `workers`, per signature (the adapters above)
-SIGNATURES_ARGUMENTS = {"loss": ("x", "labels", "ignore_index", "grad_scale", "losses", "grad"),
-                        "quantize": ("x", "blocksize", "tables", "q", "absmax"),
-                        "dequantize": ("q", "absmax", "blocksize", "code", "out")}
 
 ADAPTERS = {"rows": _rows, "pair": _pair, "loss": _loss, "map": _map, "codes": _codes, "quantize": _quantize,
             "dequantize": _dequantize}
@@ -171,7 +168,7 @@ def twin(kernel, dtype):
         def run(x, mantissa, exponent, workers=1):  # (rows, n) and (rows,) arrays
             function(x.reshape(mantissa.size, x.shape[-1]), mantissa.reshape(-1), exponent.reshape(-1))
     elif kernel.signature in WITH_WORKERS:
-        arity = len(SIGNATURES_ARGUMENTS[kernel.signature])
+        arity = len(inspect.signature(function).parameters)  # the bound call's arguments but `workers`
 
         def run(*arguments):  # without the C kernel's workers, if given
             function(*arguments[:arity])
