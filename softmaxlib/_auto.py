@@ -23,6 +23,7 @@ fraction of it, the rule before the probe existed, whatever the thread count.
 import os
 
 from . import _dispatch
+from ._threads import available_cores
 
 # (function, backend) -> (kernel in cache, kernel beyond the crossover or None, crossover as a
 #                         fraction of a cache size set by hand, for the 8n bytes of a row)
@@ -67,18 +68,6 @@ def set_cache_bytes():
     return None
 
 
-def _available_cores():
-    """The cores this process may run on, read once (a system call: not on every call)."""
-    if not _cores:
-        from ._threads import available_cores
-
-        _cores.append(available_cores())
-    return _cores[0]
-
-
-_cores = []
-
-
 def crossover(function, backend, threads=1):
     """(elements, source): the longest row (elements, in flight at once) that runs the in-cache
     kernel of `function` on `backend` with `threads` threads, None if it runs at every length;
@@ -93,7 +82,7 @@ def crossover(function, backend, threads=1):
         return int(fraction * hand_set[0]) // 8, hand_set[1]
     found = _crossovers.get((function, backend, threads))
     if found is None:
-        used = max(1, min(threads, _available_cores()))
+        used = max(1, min(threads, available_cores()))
         found = _crossovers.get((function, backend, used)) or _resolve(function, backend, used)
         _crossovers[function, backend, used] = _crossovers[function, backend, threads] = found
     return found
@@ -126,7 +115,7 @@ def elements_in_flight(n, rows, threads):
     """The elements the threads work on at once for `rows` rows of n: a row split among them, or
     one whole row each (csrc/pool.h's split_by_rows), on at most as many threads as cores."""
     if threads > 1 and rows >= ROWS_PER_THREAD_TO_SPLIT_BY_ROWS * threads:
-        return n * min(threads, _available_cores())
+        return n * min(threads, available_cores())
     return n
 
 
@@ -191,7 +180,6 @@ def forget():
     from . import _tune
 
     _crossovers.clear()
-    _cores.clear()
     _tune.reset()
 
 

@@ -20,11 +20,20 @@ ENV_VAR = "SOFTMAXLIB_NUM_THREADS"
 
 
 def available_cores():
-    """The cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+    """The cores this process may run on (its CPU affinity), at least 1. Read once per process (a
+    system call: workers=-1 and the auto path ask on every call), and again in a forked child,
+    as the C pool is sized once per process."""
+    if not _cores:
+        try:
+            _cores.append(max(1, len(os.sched_getaffinity(0))))
+        except (AttributeError, OSError):  # not Linux
+            _cores.append(max(1, os.cpu_count() or 1))
+    return _cores[0]
+
+
+_cores = []
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_cores.clear)
 
 
 def _count(value, name):

@@ -76,7 +76,7 @@ def fake_probe(monkeypatch):
 
     monkeypatch.setattr(_tune, "probe_memory", probe_memory)
     monkeypatch.setattr(_tune, "probe_kernels", probe_kernels)
-    monkeypatch.setattr(_auto, "_available_cores", lambda: 2)
+    monkeypatch.setattr(_auto, "available_cores", lambda: 2)
     return Fake
 
 
