@@ -446,9 +446,7 @@ def dequantize_blockwise(q, state, *, out=None, backend=None, workers=None):
     backend : {"avx512", "avx2", "numba"}, optional
         As softmax.
     workers : int, optional
-        The most threads to use: None for the library default (softmaxlib.get_num_threads()),
-        -1 for every available core, k >= 1 for at most k. Blocks are shared among the threads;
-        small inputs run on one. The result is the same whatever the value (docs/threading.md).
+        As quantize_blockwise().
 
     Returns
     -------

@@ -227,9 +227,7 @@ def logsumexp(x, axis=-1, *, keepdims=False, backend=None, workers=None):
     backend : {"avx512", "avx2", "numba"}, optional
         Default: the best this CPU runs, or SOFTMAXLIB_BACKEND.
     workers : int, optional
-        The most threads to use: None for the library default (softmaxlib.get_num_threads()),
-        -1 for every available core, k >= 1 for at most k. Small work runs on one thread; the
-        result is the same bits for every value (docs/threading.md).
+        As sum_exp_pair().
 
     Returns
     -------
