@@ -110,3 +110,27 @@ void sml_pool_shutdown(void);
  *   block whose absmax is not finite); stream = 1
  *   asks for non-temporal stores (softmaxlib asks above half the last-level
  *   cache; the AVX2 kernel declines, where they measured slower). */
+
+/* Fused 8-bit optimizer steps (csrc/optim_kernels.h; softmaxlib/optim).  Per
+ * block of `blocksize` (at most 4096) of the n parameters p with gradients g:
+ * the states, codes1 (and codes2 for Adam) on the maps map1 (map2), whose
+ * search tables are table1 (table2: single-compare tables, softmaxlib/_codebooks.py)
+ * with zero codes zero_code1 (zero_code2), are dequantized with absmax1
+ * (absmax2), updated with p, then stored as their nearest codes on the block's
+ * new absmax.  *skipped = the elements left unchanged for a non-finite gradient
+ * or state.  codes2, absmax2, map2 and table2 are unused (may be NULL) by the
+ * one-state kernels.  The constants of one step, in float32 (softmaxlib/optim
+ * computes them in double and rounds once): */
+struct sml_optim_step {
+    float lr;          /* the step size (Adam: lr / (1 - beta1^t); Adagrad: lr / (1 + (t - 1) lr_decay)) */
+    float beta1;       /* first state: s1 = beta1 s1 + gain1 g (RMSprop, Adagrad: of g^2) */
+    float gain1;
+    float beta2;       /* Adam's v, Lion's momentum update: s = beta2 s + gain2 g (Adam: g^2) */
+    float gain2;
+    float eps;
+    float l2;          /* coupled weight decay: g += l2 p (0: none) */
+    float decay;       /* decoupled weight decay: p *= decay (AdamW, Lion: 1 - lr wd) */
+    float correction2; /* Adam: 1 / sqrt(1 - beta2^t), a factor of sqrt(v) */
+    int32_t first;     /* momentum: the first step (b = g) */
+    int32_t nesterov;  /* momentum: Nesterov's update */
+};

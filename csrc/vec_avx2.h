@@ -29,6 +29,7 @@ SML_INLINE vf vf_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 SML_INLINE vf vf_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 SML_INLINE vf vf_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 SML_INLINE vf vf_div(vf a, vf b) { return _mm256_div_ps(a, b); }
+SML_INLINE vf vf_sqrt(vf a) { return _mm256_sqrt_ps(a); }
 /* v < limit ? a : b, lane by lane (an ordered compare: a NaN v takes b). */
 SML_INLINE vf vf_where_less(vf v, vf limit, vf a, vf b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(v, limit, _CMP_LT_OQ)); }
 
@@ -199,6 +200,7 @@ typedef __m256i vi;
 #define VF_FAST_GATHER 0
 SML_INLINE vf vf_abs(vf v) { return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF))); }
 SML_INLINE int vf_any_nan(vf v) { return _mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0; }
+SML_INLINE int vf_count_nan(vf v) { return __builtin_popcount(_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))); }
 SML_INLINE vi vf_top16(vf v) { return _mm256_srli_epi32(_mm256_castps_si256(v), 16); }
 SML_INLINE vi vi_gather(const int32_t *base, vi index) { return _mm256_i32gather_epi32(base, index, 4); }
 /* The low 16 bits of v's bits, complemented for negative v: a key that grows with v

@@ -29,6 +29,7 @@ SML_INLINE vf vf_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 SML_INLINE vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 SML_INLINE vf vf_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
 SML_INLINE vf vf_div(vf a, vf b) { return _mm512_div_ps(a, b); }
+SML_INLINE vf vf_sqrt(vf a) { return _mm512_sqrt_ps(a); }
 /* v < limit ? a : b, lane by lane (an ordered compare: a NaN v takes b). */
 SML_INLINE vf vf_where_less(vf v, vf limit, vf a, vf b) {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, limit, _CMP_LT_OQ), b, a);
@@ -166,6 +167,7 @@ typedef __m512i vi;
 #define VF_FAST_GATHER 1
 SML_INLINE vf vf_abs(vf v) { return _mm512_abs_ps(v); }
 SML_INLINE int vf_any_nan(vf v) { return _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) != 0; }
+SML_INLINE int vf_count_nan(vf v) { return __builtin_popcount(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)); }
 SML_INLINE vi vf_top16(vf v) { return _mm512_srli_epi32(_mm512_castps_si512(v), 16); }
 SML_INLINE vi vi_gather(const int32_t *base, vi index) { return _mm512_i32gather_epi32(index, base, 4); }
 /* The low 16 bits of v's bits, complemented for negative v: a key that grows with v

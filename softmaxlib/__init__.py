@@ -4,7 +4,7 @@ softmax, log_softmax and logsumexp here are the auto path: per backend and row l
 run the fastest algorithm that meets the accuracy bounds (softmaxlib/_auto.py,
 docs/algorithms.md). three_pass and two_pass give each algorithm by name.
 """
-from . import _auto, diagnostics, quant, stablemax, three_pass, two_pass
+from . import _auto, diagnostics, optim, quant, stablemax, three_pass, two_pass
 from ._api import apply_rows, fast_path
 from ._dispatch import USABLE_BACKENDS
 from ._runtime import runtime_info, show_runtime

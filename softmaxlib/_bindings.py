@@ -27,17 +27,19 @@ if _dispatch.ffi is not None:
 
 def _run_realigned(run, arguments, outputs):
     """run(*arguments) with every misaligned array replaced by an aligned copy, and the outputs
-    (indices into arguments) copied back. Such arrays are rare, so a copy costs less than a
-    second code path (and non-temporal stores need aligned floats)."""
+    (indices into arguments, which may also be inputs) copied back; returns run's result. Such
+    arrays are rare, so a copy costs less than a second code path (and non-temporal stores need
+    aligned floats)."""
     arguments = list(arguments)
     given = {index: arguments[index] for index in outputs}
     for index, argument in enumerate(arguments):
         if isinstance(argument, np.ndarray) and not argument.flags.aligned:
-            arguments[index] = np.empty_like(argument) if index in outputs else argument.copy()
-    run(*arguments)
+            arguments[index] = argument.copy()
+    result = run(*arguments)
     for index, output in given.items():
         if arguments[index] is not output:
             output[...] = arguments[index]
+    return result
 
 
 def row_functions(kernel, backend):
@@ -148,12 +150,36 @@ def _dequantize(kernel, backend):
     return run
 
 
+def _optim(kernel, backend):
+    c_function = getattr(_dispatch.lib, kernel.c_symbol(backend))
+    ffi = _dispatch.ffi
+
+    def run(p, g, state, constants, workers=1):
+        """One step on p (updated in place) and `state` (a softmaxlib.optim.State8bit, whose
+        arrays it allocated aligned) with the step's constants; returns the skipped count."""
+        if not (p.flags.aligned and g.flags.aligned):
+            return _run_realigned(run, (p, g, state, constants, workers), outputs=(0,))
+        skipped = ffi.new("int64_t *")
+        one = state.codes2 is None
+        first, last = state.tables[0], state.tables[-1]
+        c_function(p.size, ffi.from_buffer(FLOATS, p), ffi.from_buffer(FLOATS, g), state.blocksize,
+                   ffi.from_buffer(BYTES, state.codes1), ffi.from_buffer(FLOATS, state.absmax1),
+                   ffi.from_buffer(FLOATS, state.map1), ffi.from_buffer(INT32S, first.table), first.zero_code,
+                   ffi.NULL if one else ffi.from_buffer(BYTES, state.codes2),
+                   ffi.NULL if one else ffi.from_buffer(FLOATS, state.absmax2),
+                   ffi.NULL if one else ffi.from_buffer(FLOATS, state.map2), ffi.from_buffer(INT32S, last.table),
+                   last.zero_code, ffi.new("struct sml_optim_step *", constants._asdict()), skipped, workers)
+        return int(skipped[0])
+
+    return run
+
+
 # The signatures whose C kernels take a thread count (csrc/pool.h): their bound calls take it as a last
 # argument, `workers` (default 1; the Numba twins run on the calling thread and ignore it).
-WITH_WORKERS = ("rows", "pair", "loss", "quantize", "dequantize")
+WITH_WORKERS = ("rows", "pair", "loss", "quantize", "dequantize", "optim")
 
 ADAPTERS = {"rows": _rows, "pair": _pair, "loss": _loss, "map": _map, "codes": _codes, "quantize": _quantize,
-            "dequantize": _dequantize}
+            "dequantize": _dequantize, "optim": _optim}
 
 
 def twin(kernel, dtype):
@@ -171,7 +197,7 @@ def twin(kernel, dtype):
         arity = len(inspect.signature(function).parameters)  # the bound call's arguments but `workers`
 
         def run(*arguments):  # without the C kernel's workers, if given
-            function(*arguments[:arity])
+            return function(*arguments[:arity])
     else:
         return function
     return run

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 ISAS = ("avx2", "avx512")
-FAMILIES = ("three_pass", "two_pass", "stablemax", "quant")  # csrc/<family>_<isa>.c, softmaxlib/<family>.py
+FAMILIES = ("three_pass", "two_pass", "stablemax", "quant", "optim")  # csrc/<family>_<isa>.c, softmaxlib/<family>.py
 
 # The C parameters of each signature (csrc/softmaxlib.h states their contracts); the bindings
 # call each signature through one adapter (softmaxlib/_bindings.py).
@@ -40,6 +40,11 @@ SIGNATURES = {
     # block-wise: code[q] * absmax
     "dequantize": "int64_t n, const uint8_t *q, const float *absmax, int64_t blocksize, const float *code, "
                   "float *out, int stream, int workers",
+    # block-wise 8-bit optimizer step: p and the states updated in place (csrc/softmaxlib.h)
+    "optim": "int64_t n, float *p, const float *g, int64_t blocksize, uint8_t *codes1, float *absmax1, "
+             "const float *map1, const int32_t *table1, uint8_t zero_code1, uint8_t *codes2, float *absmax2, "
+             "const float *map2, const int32_t *table2, uint8_t zero_code2, const struct sml_optim_step *step, "
+             "int64_t *skipped, int workers",
 }
 
 
@@ -131,6 +136,16 @@ KERNELS = {kernel.id: kernel for kernel in [
     # 1 code read, 4 bytes written
     Kernel("dequantize_blockwise", "quant", "dequantize", dtype="u8_f32", twin_dtypes=("u8_f32",),
            function="dequantize_blockwise", streaming=True, traffic=5, read_write=4, oracle="dequantize_blockwise"),
+    # fused 8-bit optimizer steps: p and g read (8 bytes), p written (4), and per state a code read and
+    # written (2); the absmax (8 bytes per block) is left out
+    Kernel("adam_step", "optim", "optim", dtype="f32_u8", twin_dtypes=("f32_u8",), function="adam_step",
+           traffic=16, read_write=6, oracle="adam_step", tolerance=("eps", 4)),
+    Kernel("momentum_step", "optim", "optim", dtype="f32_u8", twin_dtypes=("f32_u8",), function="sgd_step",
+           traffic=14, read_write=5, oracle="momentum_step", tolerance=("eps", 4)),
+    Kernel("lion_step", "optim", "optim", dtype="f32_u8", twin_dtypes=("f32_u8",), function="lion_step",
+           traffic=14, read_write=5, oracle="lion_step", tolerance=("eps", 4)),
+    Kernel("rms_step", "optim", "optim", dtype="f32_u8", twin_dtypes=("f32_u8",), function="rmsprop_step",
+           traffic=14, read_write=5, oracle="rms_step", tolerance=("eps", 4)),
 ]}
 
 

@@ -195,6 +195,78 @@ def dequantize_blockwise(q, absmax, blocksize, code):
     return out.reshape(q.shape)
 
 
+# ------------------------------------------------------------------ 8-bit optimizer steps
+# One step of each rule of softmaxlib.optim in float64, from float64 states (the dequantized
+# ones), with the user's hyper-parameters: torch.optim's rules (Lion: its paper's), no rounding
+# to float32 anywhere. Each returns (p, state1, state2) as float64 arrays (state2 None but for
+# Adam); elements with a non-finite gradient or state keep their values, as the kernels do.
+
+
+def _kept(finite, new, old):
+    return tuple(None if n is None else np.where(finite, n, o) for n, o in zip(new, old))
+
+
+def adam_step(p, g, m, v, *, lr, betas, eps, weight_decay, step, decoupled):
+    p, g, m, v = (np.asarray(a, np.float64) for a in (p, g, m, v))
+    beta1, beta2 = betas
+    with np.errstate(over="ignore", invalid="ignore"):
+        grad = g if decoupled or weight_decay == 0 else g + weight_decay * p
+        decayed = p * (1 - lr * weight_decay) if decoupled else p
+        m_new = beta1 * m + (1 - beta1) * grad
+        v_new = beta2 * v + (1 - beta2) * grad * grad
+        denominator = np.sqrt(v_new) / np.sqrt(1 - beta2 ** step) + eps
+        p_new = decayed - lr / (1 - beta1 ** step) * m_new / denominator
+        finite = np.isfinite(grad) & np.isfinite(m_new) & np.isfinite(v_new)
+    return _kept(finite, (p_new, m_new, v_new), (p, m, v))
+
+
+def momentum_step(p, g, b, *, lr, momentum, dampening, nesterov, weight_decay, step):
+    p, g, b = (np.asarray(a, np.float64) for a in (p, g, b))
+    with np.errstate(over="ignore", invalid="ignore"):
+        grad = g + weight_decay * p if weight_decay else g
+        b_new = grad if step == 1 else momentum * b + (1 - dampening) * grad
+        direction = grad + momentum * b_new if nesterov else b_new
+        finite = np.isfinite(grad) & np.isfinite(direction)
+    return _kept(finite, (p - lr * direction, b_new, None), (p, b, None))
+
+
+def lion_step(p, g, m, *, lr, betas, weight_decay):
+    p, g, m = (np.asarray(a, np.float64) for a in (p, g, m))
+    beta1, beta2 = betas
+    with np.errstate(over="ignore", invalid="ignore"):
+        p_new = p * (1 - lr * weight_decay) - lr * np.sign(beta1 * m + (1 - beta1) * g)
+        m_new = beta2 * m + (1 - beta2) * g
+        finite = np.isfinite(g) & np.isfinite(m_new)
+    return _kept(finite, (p_new, m_new, None), (p, m, None))
+
+
+def rms_step(p, g, v, *, lr, alpha, eps, weight_decay):
+    """RMSprop's step, and Adagrad's with alpha = 1 and its decayed lr (v + g^2, not 1 v + 0 g^2)."""
+    p, g, v = (np.asarray(a, np.float64) for a in (p, g, v))
+    with np.errstate(over="ignore", invalid="ignore"):
+        grad = g + weight_decay * p if weight_decay else g
+        v_new = v + grad * grad if alpha == 1 else alpha * v + (1 - alpha) * grad * grad
+        p_new = p - lr * grad / (np.sqrt(v_new) + eps)
+        finite = np.isfinite(grad) & np.isfinite(v_new)
+    return _kept(finite, (p_new, v_new, None), (p, v, None))
+
+
+def nearest_codes_of_state(values, code, blocksize):
+    """(codes, absmax) of float64 state values by the definition: absmax = max |value| per block
+    in float64, each code the nearest to value / absmax (exact midpoints, ties low)."""
+    values = np.asarray(values, np.float64)
+    blocks = -(-values.size // blocksize)
+    padded = np.zeros(blocks * blocksize)
+    padded[:values.size] = values
+    absmax = np.abs(padded.reshape(blocks, blocksize)).max(axis=1)
+    scale = np.repeat(np.where(absmax > 0, absmax, 1.0), blocksize)[:values.size]
+    q = np.empty(values.size, np.uint8)
+    y = values / scale
+    midpoints = (np.asarray(code, np.float64)[:-1] + np.asarray(code, np.float64)[1:]) / 2
+    q[:] = np.searchsorted(midpoints, y, side="left")
+    return q, absmax
+
+
 # ------------------------------------------------------------------ measures
 
 

@@ -75,7 +75,34 @@ def _run_on_random_input(kernel, backend, rng):
         out = np.empty(flat.size, np.float32)
         call(q, absmax, blocksize, code, out)
         return out, reference(q, absmax, blocksize, code)
+    if signature == "optim":
+        return _optimizer_step_on_random_input(kernel, call, rng)
     raise NotImplementedError(f"no random input for signature {signature!r}: add it here")
+
+
+def _optimizer_step_on_random_input(kernel, call, rng):
+    """(p after one step of the kernel's rule, the oracle's) from random p, g and states."""
+    p = rng.standard_normal(5 * 301).astype(np.float32)
+    g = rng.standard_normal(p.size).astype(np.float32)
+    optimizer = {"adam_step": "adamw", "momentum_step": "sgd", "lion_step": "lion", "rms_step": "rmsprop"}[kernel.id]
+    _, signed = softmaxlib.optim.OPTIMIZERS[optimizer]
+    start = [np.abs(rng.standard_normal(p.size)) * (1 if s else 0.1) * (rng.integers(0, 2, p.size) * 2 - 1 if s else 1)
+             for s in signed]
+    state = softmaxlib.optim.State8bit.quantized(start, signed, blocksize=64)
+    before = [np.float64(s) for s in state.dequantized()]
+    hyper = {"adamw": {"lr": 1e-2, "betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0.1, "step": 3},
+             "sgd": {"lr": 1e-2, "momentum": 0.9, "dampening": 0.1, "nesterov": False, "weight_decay": 0.1,
+                     "step": 3},
+             "lion": {"lr": 1e-2, "betas": (0.9, 0.99), "weight_decay": 0.1},
+             "rmsprop": {"lr": 1e-2, "alpha": 0.9, "eps": 1e-8, "weight_decay": 0.1}}[optimizer]
+    constants = {"adamw": lambda: softmaxlib.optim.adam_constants(decoupled=True, **hyper),
+                 "sgd": lambda: softmaxlib.optim.sgd_constants(**hyper),
+                 "lion": lambda: softmaxlib.optim.lion_constants(**hyper),
+                 "rmsprop": lambda: softmaxlib.optim.rmsprop_constants(**hyper)}[optimizer]()
+    expected = getattr(oracle, kernel.oracle)(p, g, *before, **hyper, **({"decoupled": True} if optimizer == "adamw"
+                                                                           else {}))
+    call(p, g, state, constants)
+    return p, expected[0]
 
 
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.id)

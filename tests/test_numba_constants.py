@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import softmaxlib.optim
 from softmaxlib._numba import _exp, _log, _rows, quant, stablemax, three_pass, two_pass
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
@@ -65,8 +66,9 @@ KERNEL_TWINS = {
     ("two_pass_kernels.h", "EXPONENT_LIMIT"): (two_pass, "EXPONENT_LIMIT"),
     ("stablemax_kernels.h", "EXACT_BELOW"): (stablemax, "STABLE_EXACT_BELOW"),
     ("stablemax_kernels.h", "SUM_RANGE"): (stablemax, "STABLE_SUM_RANGE"),
-    ("quant_kernels.h", "SUBNORMAL_RECIPROCAL_ABOVE"): (quant, "SUBNORMAL_RECIPROCAL_ABOVE"),
-    ("quant_kernels.h", "SUBNORMAL_GRID_ROUNDER"): (quant, "SUBNORMAL_GRID_ROUNDER"),
+    ("code_search.h", "SUBNORMAL_RECIPROCAL_ABOVE"): (quant, "SUBNORMAL_RECIPROCAL_ABOVE"),
+    ("code_search.h", "SUBNORMAL_GRID_ROUNDER"): (quant, "SUBNORMAL_GRID_ROUNDER"),
+    ("optim_kernels.h", "OPTIM_MAX_BLOCK"): (softmaxlib.optim, "MAX_BLOCKSIZE"),  # the Python check of blocksize
 }
 
 DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(\w+)(\()?[ \t]*(.*)$", re.MULTILINE)

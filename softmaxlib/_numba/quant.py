@@ -68,29 +68,34 @@ def codes_of_scaled(y, table, midpoints, single_compare, zero_code, q):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def codes_of_block(x, m, table, midpoints, single_compare, zero_code, q, y):
+    """q = the code nearest x * (1/m) for a block x of absmax m (y: scratch of x's size). An
+    all-zero block (or a NaN m) scales by 0; a NaN y gets the zero code. A block with
+    m > 2^126, whose fl32(1/m) is subnormal (0 under flush-to-zero), computes the same y in
+    double, as codes_of_huge_block in C explains: g = fl32(1/m) rounded through double, then
+    x * g rounded once."""
+    if m > SUBNORMAL_RECIPROCAL_ABOVE:
+        g = (1.0 / np.float64(m) + SUBNORMAL_GRID_ROUNDER) - SUBNORMAL_GRID_ROUNDER
+        for i in range(x.size):
+            y[i] = f32(np.float64(x[i]) * g)
+    else:
+        inverse = ONE / m if m > ZERO else ZERO
+        for i in range(x.size):
+            y[i] = x[i] * inverse
+    codes_of_scaled(y, table, midpoints, single_compare, zero_code, q)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def quantize_blockwise_f32(x, blocksize, table, midpoints, single_compare, zero_code, q, absmax):
     """q = the code nearest x * (1/absmax) per block (ties to the lower code), absmax per block,
-    as csrc/quant_kernels.h. An all-zero block (or a NaN absmax) scales by 0; a NaN y (an inf
-    or NaN x with nonfinite="propagate") gets the zero code. A block with absmax m > 2^126,
-    whose fl32(1/m) is subnormal (0 under flush-to-zero), computes the same y in double, as
-    codes_of_huge_block in C explains: g = fl32(1/m) rounded through double, then x * g
-    rounded once."""
+    as csrc/quant_kernels.h (codes_of_block)."""
     y = np.empty(blocksize, f32)
     for b in range(absmax.size):
         start = b * blocksize
         stop = min(start + blocksize, x.size)
         m = block_absmax(x, start, stop)
         absmax[b] = m
-        k = stop - start
-        if m > SUBNORMAL_RECIPROCAL_ABOVE:
-            g = (1.0 / np.float64(m) + SUBNORMAL_GRID_ROUNDER) - SUBNORMAL_GRID_ROUNDER
-            for i in range(k):
-                y[i] = f32(np.float64(x[start + i]) * g)
-        else:
-            inverse = ONE / m if m > ZERO else ZERO
-            for i in range(k):
-                y[i] = x[start + i] * inverse
-        codes_of_scaled(y[:k], table, midpoints, single_compare, zero_code, q[start:stop])
+        codes_of_block(x[start:stop], m, table, midpoints, single_compare, zero_code, q[start:stop], y[:stop - start])
 
 
 @njit(cache=True, nogil=True)

@@ -1,0 +1,122 @@
+"""Fused 8-bit optimizer step twins (csrc/optim_kernels.h), operation for operation in float32
+(no fused multiply-adds, as the C kernels), so that every backend gives the same bits."""
+import numpy as np
+from numba import njit
+
+from ._rows import ONE, ZERO, f32
+from .quant import codes_of_block
+
+ADAM, MOMENTUM, LION, RMS = range(4)
+RULES = {"adam_step": ADAM, "momentum_step": MOMENTUM, "lion_step": LION, "rms_step": RMS}  # kernel id: rule
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def element_step(rule, p, grad, s1, s2, floats, first, nesterov):
+    """One element's step, as the `<rule>_lanes` functions in C: (p, s1, s2) updated, or as
+    they were with skipped = 1 where the gradient or an updated state is not finite.
+    floats: lr, beta1, gain1, beta2, gain2, eps, l2, decay, correction2 (struct sml_optim_step)."""
+    lr, beta1, gain1, beta2, gain2, eps, l2, decay, correction2 = (
+        floats[0], floats[1], floats[2], floats[3], floats[4], floats[5], floats[6], floats[7], floats[8])
+    if l2 != ZERO and rule != LION:
+        grad = grad + l2 * p
+    new2 = s2
+    if rule == ADAM:
+        new1 = beta1 * s1 + gain1 * grad
+        new2 = beta2 * s2 + gain2 * (grad * grad)
+        new_p = p * decay - lr * (new1 / (np.sqrt(new2) * correction2 + eps))
+        finite = np.isfinite(grad) and np.isfinite(new1) and np.isfinite(new2)
+    elif rule == MOMENTUM:
+        new1 = grad if first else beta1 * s1 + gain1 * grad
+        direction = grad + beta1 * new1 if nesterov else new1
+        new_p = p - lr * direction
+        finite = np.isfinite(grad) and np.isfinite(direction)
+    elif rule == LION:
+        c = beta1 * s1 + gain1 * grad
+        sign = (ONE if ZERO < c else ZERO) - (ONE if c < ZERO else ZERO)
+        new_p = p * decay - lr * sign
+        new1 = beta2 * s1 + gain2 * grad
+        finite = np.isfinite(grad) and np.isfinite(new1)
+    else:
+        new1 = beta1 * s1 + gain1 * (grad * grad)
+        new_p = p - lr * (grad / (np.sqrt(new1) + eps))
+        finite = np.isfinite(grad) and np.isfinite(new1)
+    if not finite:
+        return p, s1, s2, 1
+    return new_p, new1, new2, 0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def step_f32(rule, p, g, blocksize, codes1, absmax1, map1, tables1, codes2, absmax2, map2, tables2, floats, first,
+             nesterov):
+    """One step of `rule` over every block, as step_blocks in C; returns the skipped count.
+    tablesK: (table, midpoints, single_compare, zero_code) of state K's map."""
+    two_states = rule == ADAM
+    updated1 = np.empty(blocksize, f32)
+    updated2 = np.empty(blocksize, f32)
+    scratch = np.empty(blocksize, f32)
+    skipped = 0
+    for b in range(absmax1.size):
+        start = b * blocksize
+        stop = min(start + blocksize, p.size)
+        high1 = ZERO
+        high2 = ZERO
+        for i in range(start, stop):
+            s2 = map2[codes2[i]] * absmax2[b] if two_states else ZERO
+            p[i], s1, s2, skip = element_step(rule, p[i], g[i], map1[codes1[i]] * absmax1[b], s2, floats, first,
+                                              nesterov)
+            skipped += skip
+            updated1[i - start] = s1
+            updated2[i - start] = s2
+            high1 = max(high1, abs(s1))
+            high2 = max(high2, abs(s2))
+        k = stop - start
+        absmax1[b] = high1
+        codes_of_block(updated1[:k], high1, tables1[0], tables1[1], tables1[2], tables1[3], codes1[start:stop],
+                       scratch[:k])
+        if two_states:
+            absmax2[b] = high2
+            codes_of_block(updated2[:k], high2, tables2[0], tables2[1], tables2[2], tables2[3], codes2[start:stop],
+                           scratch[:k])
+    return skipped
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def step_float_states(rule, p, g, state1, state2, floats, first, nesterov):
+    """One step of `rule` with float32 states (parameters below min_8bit_size); returns the
+    skipped count."""
+    skipped = 0
+    for i in range(p.size):
+        p[i], state1[i], state2[i], skip = element_step(rule, p[i], g[i], state1[i], state2[i], floats, first,
+                                                        nesterov)
+        skipped += skip
+    return skipped
+
+
+# ------------------------------------------------------------------ twins: {dtype}_{kernel id}
+# state: a softmaxlib.optim.State8bit; constants: a softmaxlib.optim StepConstants
+
+
+def _step(rule, p, g, state, constants):
+    floats = np.array(constants[:9], f32)
+    second = state.codes2 is not None
+    tables = [(t.table, t.midpoints, t.single_compare, np.uint8(t.zero_code)) for t in state.tables]
+    codes2 = state.codes2 if second else state.codes1
+    return step_f32(rule, p, g, state.blocksize, state.codes1, state.absmax1, state.map1, tables[0],
+                    codes2, state.absmax2 if second else state.absmax1, state.map2 if second else state.map1,
+                    tables[-1], floats, bool(constants.first), bool(constants.nesterov))
+
+
+def f32_u8_adam_step(p, g, state, constants):
+    return _step(ADAM, p, g, state, constants)
+
+
+def f32_u8_momentum_step(p, g, state, constants):
+    return _step(MOMENTUM, p, g, state, constants)
+
+
+def f32_u8_lion_step(p, g, state, constants):
+    return _step(LION, p, g, state, constants)
+
+
+def f32_u8_rms_step(p, g, state, constants):
+    return _step(RMS, p, g, state, constants)
