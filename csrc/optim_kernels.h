@@ -13,6 +13,7 @@
  * state would not be finite (a gradient whose square overflows), the
  * parameter and the states keep their values (the states are coded again on
  * the block's new absmax) and the element is counted in *skipped. */
+#include <float.h>
 #include <math.h>
 #include "tiles.h"
 #include "pool.h"
@@ -99,6 +100,27 @@ SML_INLINE vf dequantized_lanes(const vf_table256 *map, const uint8_t *codes, in
     return vf_mul(vf_table256_lookup(map, q), absmax);
 }
 
+/* v with its lanes from k on set to 0 (the padding of a partial vector). */
+SML_INLINE vf first_lanes(vf v, int64_t k) {
+    float lanes[VF_LANES];
+    vf_store(lanes, v);
+    return vf_load_tail(lanes, k, 0.0f);
+}
+
+/* A block whose new absmax is subnormal is scaled by 2^64 (exactly) before
+ * its codes are taken: fl32(1/absmax) would be inf, and every code an extreme. */
+#define TINY_ABSMAX_SCALE 0x1p64f
+
+/* codes = the nearest codes of a block's n updated states with absmax m. */
+SML_INLINE void codes_of_states(float *updated, int64_t n, float m, const int32_t *table, uint8_t zero_code,
+                                uint8_t *codes) {
+    if (m > 0.0f && m < FLT_MIN) {
+        for (int64_t i = 0; i < n; i++) updated[i] *= TINY_ABSMAX_SCALE;
+        m *= TINY_ABSMAX_SCALE;
+    }
+    codes_of_block(updated, n, m, table, NULL, 1, zero_code, codes);
+}
+
 /* Stores the first k lanes of v (all for k >= VF_LANES). */
 SML_INLINE void store_lanes(float *to, int64_t k, vf v) {
     if (k >= VF_LANES) vf_store(to, v);
@@ -133,21 +155,21 @@ SML_INLINE void step_blocks(const struct optim_job *job, int64_t first, int64_t 
             const vf s1 = vf_where_less(next.poison, one, next.s1, s1_old);
             store_lanes(p + i, k, vf_where_less(next.poison, one, next.p, p_old));
             store_lanes(updated1 + i, k, s1);
-            high1 = vf_max(high1, vf_abs(k >= VF_LANES ? s1 : vf_load_tail(updated1 + i, k, 0.0f)));
+            high1 = vf_max(high1, vf_abs(k >= VF_LANES ? s1 : first_lanes(s1, k)));
             if (two_states) {
                 const vf s2 = vf_where_less(next.poison, one, next.s2, s2_old);
                 store_lanes(updated2 + i, k, s2);
-                high2 = vf_max(high2, vf_abs(k >= VF_LANES ? s2 : vf_load_tail(updated2 + i, k, 0.0f)));
+                high2 = vf_max(high2, vf_abs(k >= VF_LANES ? s2 : first_lanes(s2, k)));
             }
-            skipped += vf_count_nan(next.poison);
+            skipped += vf_count_nan(k >= VF_LANES ? next.poison : first_lanes(next.poison, k));
         }
         const float new_absmax1 = vf_reduce_max(high1);
         job->absmax1[b] = new_absmax1;
-        codes_of_block(updated1, count, new_absmax1, job->table1, NULL, 1, job->zero_code1, job->codes1 + start);
+        codes_of_states(updated1, count, new_absmax1, job->table1, job->zero_code1, job->codes1 + start);
         if (two_states) {
             const float new_absmax2 = vf_reduce_max(high2);
             job->absmax2[b] = new_absmax2;
-            codes_of_block(updated2, count, new_absmax2, job->table2, NULL, 1, job->zero_code2, job->codes2 + start);
+            codes_of_states(updated2, count, new_absmax2, job->table2, job->zero_code2, job->codes2 + start);
         }
     }
     if (skipped) __atomic_fetch_add(job->skipped, skipped, __ATOMIC_RELAXED);

@@ -5,6 +5,7 @@
     softmaxlib bench --suite latency               # ns per public call on one short row
     softmaxlib bench --suite crossover             # also stablemax, quant, peers: see SUITES
     softmaxlib bench --suite threads               # issue 12: 1 and 2 workers against torch
+    softmaxlib bench --suite optim --sizes 2^20    # 8-bit optimizer steps against torch.optim, bitsandbytes
     softmaxlib bench --quick --workers 1,2         # every case on 1 and on 2 workers
     softmaxlib bench --inputs normal,uniform80,uniform1000
     softmaxlib bench --json zen5.json --plot zen5.png
@@ -42,7 +43,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import _dispatch, _threads, bench
+from . import _catalog, _dispatch, _threads, bench, optim
 from ._version import __version__
 
 FULL_SIZES = [1 << k for k in range(8, 27)]
@@ -102,9 +103,14 @@ SUITES = {
                      ("softmaxlib.softmax", "two_pass.softmax", "stablemax.stablemax", "quant.quantize_blockwise",
                       "quant.dequantize_blockwise"), bench.THREADS_SHAPES, repeats=bench.THREADS_REPEATS,
                      backends=(_dispatch.DEFAULT_BACKEND,)),
+    # bench.optim_suite, printed by format_optim_group
+    "optim": Suite("softmaxlib.optim's fused 8-bit steps on every backend against torch.optim (float32) and "
+                   "bitsandbytes' 8-bit optimizers, at one thread and at the defaults, with the rooflines",
+                   tuple(optim.OPTIMIZERS), bench.OPTIM_SIZES, repeats=bench.OPTIM_REPEATS),
 }
 LATENCY_OPTIONS = ("--sizes", "--repeats", "--json")  # the options --suite latency takes
 THREADS_REJECTS = ("quick", "plot")  # the options --suite threads does not take
+OPTIM_REJECTS = ("quick", "plot", "inputs", "blocksizes", "workers")  # the options --suite optim does not take
 
 
 # --- option values ------------------------------------------------------------------------------
@@ -553,7 +559,8 @@ def _parser(cases):
     parser.add_argument("--kernels", type=_name_list, default=None,
                         help=f"comma-separated kernels or 'all' (default {','.join(DEFAULT_KERNELS)}; "
                              f"available here: {','.join(cases)}); with --suite threads its own calls, "
-                             f"{','.join(SUITES['threads'].kernels)},torch.softmax")
+                             f"{','.join(SUITES['threads'].kernels)},torch.softmax; with --suite optim the optimizers, "
+                             f"{','.join(SUITES['optim'].kernels)}")
     parser.add_argument("--backends", type=_name_list, default=None,
                         help=f"comma-separated backends (default: usable here, {','.join(_dispatch.USABLE_BACKENDS)})")
     parser.add_argument("--inputs", type=_input_list, default=None,
@@ -587,15 +594,27 @@ def _check_outputs(parser, args):
             parser.error("--plot needs matplotlib: pip install 'softmaxlib[bench]'")
 
 
+def _reject_options(parser, args, options, message):
+    """Exits with code 2 and message.format(option=...) when one of `options` (their argparse
+    names) is given."""
+    for option in options:
+        if getattr(args, option) not in (None, False):
+            parser.error(message.format(option=option))
+
+
+def _reject_shapes(parser, args, message):
+    """Exits with code 2 and `message` when --sizes has a shape ROWSxN."""
+    if args.sizes and any(isinstance(size, tuple) for size in args.sizes):
+        parser.error(message)
+
+
 def latency_command(parser, args):
     """--suite latency: bench.latency, printed as one table (format_latency), written with --json."""
     suite = SUITES["latency"]
-    for option in ("quick", "kernels", "backends", "inputs", "blocksizes", "plot", "workers"):
-        if getattr(args, option) not in (None, False):
-            parser.error(f"--suite latency takes {', '.join(LATENCY_OPTIONS)} only, not --{option}")
+    _reject_options(parser, args, ("quick", "kernels", "backends", "inputs", "blocksizes", "plot", "workers"),
+                    f"--suite latency takes {', '.join(LATENCY_OPTIONS)} only, not --{{option}}")
     _check_outputs(parser, args)
-    if args.sizes and any(isinstance(size, tuple) for size in args.sizes):
-        parser.error("--suite latency times one row: --sizes takes row lengths, not shapes ROWSxN")
+    _reject_shapes(parser, args, "--suite latency times one row: --sizes takes row lengths, not shapes ROWSxN")
     sizes = args.sizes or list(suite.sizes)
     repeats = args.repeats or suite.repeats
     started = time.perf_counter()
@@ -712,9 +731,7 @@ def threads_command(parser, args):
     each line's cases are measured, written with --json (its results, which `compare` reads,
     and the table)."""
     suite = SUITES["threads"]
-    for option in THREADS_REJECTS:
-        if getattr(args, option) not in (None, False):
-            parser.error(f"--suite threads has its own sizes and its own table: no --{option}")
+    _reject_options(parser, args, THREADS_REJECTS, "--suite threads has its own sizes and its own table: no --{option}")
     available = bench.threads_cases()
     names = args.kernels or [name for name in available if name != "torch.softmax"] + \
         (["torch.softmax"] if "torch.softmax" in available else [])
@@ -789,6 +806,103 @@ def threads_command(parser, args):
     return 0
 
 
+OPTIM_HEADER = (f"{'call':<44} {'backend':<7} {'threads':>7} {'ns/param':>8} {'x torch':>7} {'x bnb':>6} "
+                f"{'state B':>7} {'traffic':>7} {'roof':>6} {'frac':>5}")
+
+
+def format_optim_group(group):
+    """A title (n, thread setting, hot or cold), then a line per step of one size and setting
+    of the optim suite, under OPTIM_HEADER."""
+    first = group[0]
+    setting = ("each library's default threads (softmaxlib workers=None, torch its own count)"
+               if first.default_threads else f"workers={first.threads}, torch.set_num_threads({first.threads})")
+    lines = [f"-- n = {format_size(first.n)}, {setting}, {first.cache}"]
+    for r in group:
+        lines.append(f"{r.call:<44} {r.backend:<7} {r.threads:>7} {_ns_cell(r.ns_per_param):>8} "
+                     f"{_ratio(r.vs_torch):>7} {_ratio(r.vs_bnb):>6} {r.state_bytes_per_param:>7.3f} "
+                     f"{r.traffic_bytes_per_param:>7} {_ns_cell(r.roofline_ns_per_param):>6} "
+                     f"{_cell(r.roofline_fraction, '.2f'):>5}")
+    return lines
+
+
+def optim_footnotes():
+    """What the optim table's columns assume."""
+    adam, momentum = (_catalog.KERNELS[kernel].traffic for kernel in ("adam_step", "momentum_step"))
+    adamw32, momentum32 = (sum(bench.float32_traffic(states)) for states in (2, 1))
+    return [
+        f"ns/param: the median over samples of the time of one step / n, after {bench.OPTIM_WARMUP_STEPS} untimed "
+        f"steps and one warm-up, on float32 p ~ {bench.OPTIM_PARAM_SCALE} N(0, 1) and g ~ {bench.OPTIM_GRAD_SCALE:g} "
+        f"N(0, 1); cold: p and g above {bench.COLD_BYTES >> 20} MiB, so each step is timed alone after flushing p, g "
+        f"and the states.",
+        "x torch: the time of torch.optim.AdamW(fused=True) (for both Adam rules) or of the same rule's torch.optim "
+        "step / this time; x bnb: bitsandbytes' 8-bit step of the same rule / this time; above 1: this one is faster. "
+        f"lr = {bench.OPTIM_LR:g} everywhere, the other hyper-parameters each library's defaults (SGD: momentum 0.9).",
+        "state B: bytes per parameter of the arrays the optimizer keeps for p (8-bit: codes, an absmax per block of "
+        "256, the maps; torch: float32 states and its step count).",
+        f"traffic: bytes per parameter a step must move at least. 8-bit steps, softmaxlib's and bitsandbytes': the "
+        f"catalog's kernel.traffic, p and g read (8), p written (4), each state's code read and written (2 each): "
+        f"{adam} for Adam, {momentum} for one state; the absmax and the maps left out. torch.optim's float32 steps: p, "
+        f"g and each state read (4 bytes each), p and each state written: {adamw32} for AdamW, {momentum32} for SGD "
+        f"momentum, RMSprop and Adagrad, what one fused pass moves (foreach makes several passes, so its frac is "
+        f"lower by construction).",
+        "roof: that traffic at the bandwidth probe's rates on the row's thread count, ns per parameter: reads at the "
+        "read rate (one read stream per thread), stores at the read+write rate; frac: roof / ns/param, cold sizes "
+        "only. A step that streams several arrays at once can draw more than the read rate from one core (up to the "
+        "read+write rate), so frac can exceed 1.",
+        "numba: the twins run on the calling thread, so at one thread only.",
+    ]
+
+
+def optim_command(parser, args):
+    """--suite optim: bench.optim_suite, printed as each size and thread setting is measured
+    (format_optim_group), with the footnotes; written with --json."""
+    suite = SUITES["optim"]
+    _reject_options(parser, args, OPTIM_REJECTS,
+                    "--suite optim runs at one thread and at the defaults, on its own inputs: no --{option}")
+    _reject_shapes(parser, args, "--suite optim: --sizes takes parameter counts, not shapes ROWSxN")
+    try:
+        cases = bench.optim_cases(args.kernels or list(suite.kernels), args.backends)
+    except ValueError as error:
+        parser.error(f"--suite optim: {error}")
+    _check_outputs(parser, args)
+    sizes = args.sizes or list(suite.sizes)
+    repeats = args.repeats if args.repeats is not None else suite.repeats
+
+    started = time.perf_counter()
+    bws = bench.bandwidths(bench.optim_bandwidth_threads(cases))
+    info = machine_info(bws)
+    _print_machine(info)
+    notes = bench.optim_notes()
+    for line in format_bandwidths(bws) + notes + load_notes(list(bws), info):
+        print(line)
+    print(OPTIM_HEADER, flush=True)
+    on_terminal = sys.stderr.isatty()
+
+    def on_start(index, count, case, n, setting):
+        if on_terminal:
+            _progress(index, count, f"{case.name} {case.backend} n={format_size(n)} "
+                                    f"{'default threads' if setting is None else f'w={setting}'}")
+
+    def on_group(group):
+        if on_terminal:
+            sys.stderr.write("\r" + " " * 90 + "\r")
+        print("\n".join(format_optim_group(group)), flush=True)
+
+    results, _, failures = bench.optim_suite(cases, sizes, repeats=repeats, bw=bws, on_start=on_start,
+                                             on_group=on_group)
+    for line in failures + optim_footnotes():
+        print(line)
+    print(f"{len(results)} steps in {time.perf_counter() - started:.1f} s; medians of {repeats} samples (fewer where "
+          f"a case ran out of its {bench.OPTIM_MAX_SECONDS:.0f} s).")
+    if args.json:
+        document = {"machine": info, "suite": "optim", "repeats": repeats, "settings": list(bench.OPTIM_SETTINGS),
+                    "notes": notes + failures, "footnotes": optim_footnotes(),
+                    "results": [result.as_dict() for result in results]}
+        _atomic_write(args.json, lambda path: _write_json(path, document))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def run_command(argv):
     known = bench.all_cases()
     missing = bench.missing_peers()
@@ -800,6 +914,8 @@ def run_command(argv):
         return latency_command(parser, args)
     if args.suite == "threads":
         return threads_command(parser, args)
+    if args.suite == "optim":
+        return optim_command(parser, args)
     suite = SUITES.get(args.suite)
     if suite is not None and args.quick:
         parser.error("--quick is the short form of the default sweep; a --suite has its own sizes")

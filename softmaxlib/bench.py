@@ -24,6 +24,11 @@ The command `softmaxlib bench` (softmaxlib/_bench_cli.py) and the pytest-benchma
   the bandwidth of min(k, available cores) threads, measured in the same run. threads_suite()
   is issue 12's table: the public functions on 1 and 2 workers, torch.softmax at its default
   thread count and at one, and the k-thread rooflines.
+- optim_suite(cases, sizes) times optimizer steps (optim_cases: softmaxlib.optim's fused 8-bit
+  steps on every backend, torch.optim's float32 steps and bitsandbytes' 8-bit ones when
+  installed) at one thread and at each library's default, with ratios to the torch and
+  bitsandbytes step of each rule and the roofline of each step's traffic (the catalog's, or
+  float32_traffic for torch's).
 - INPUTS names the input distributions (normal = N(0, 1), uniform80 = U(-80, 80), uniform1000 =
   U(-1000, 1000)); draw(name, shape, seed) draws float32 values from one of them.
 
@@ -56,6 +61,7 @@ import contextlib
 import gc
 import importlib
 import importlib.util
+import inspect
 import itertools
 import math
 import statistics
@@ -505,7 +511,12 @@ def roofline_ns(kernel_id, elements, bw):
     were written without reading its cache line first; a plain store (no non-temporal hint) also
     reads the line for ownership, so for store-heavy passes this bound is optimistic.
     """
-    read_only, read_write = traffic_split(kernel_id)
+    return traffic_roofline_ns(*traffic_split(kernel_id), elements, bw)
+
+
+def traffic_roofline_ns(read_only, read_write, elements, bw):
+    """roofline_ns of any traffic: `elements` elements each reading read_only bytes and moving
+    read_write bytes (stores), at bw's read and read+write rates."""
     return bw.t_read(elements * read_only) + bw.t_read_write(elements * read_write)
 
 
@@ -1282,6 +1293,296 @@ def threads_table(results, default_workers=None, torch_default=None):
             torch_default=torch_default if torch_ran else None,
             vs_torch=theirs / ours if ours and theirs else None))
     return lines
+
+
+# --- the optim suite: softmaxlib.optim's fused 8-bit steps against torch.optim and bitsandbytes ---
+
+OPTIM_SIZES = (1 << 24,)
+OPTIM_SETTINGS = (1, None)  # one thread, then each library's default (None)
+OPTIM_REPEATS = 9
+OPTIM_WARMUP_STEPS = 3      # untimed steps before timing, so that the states hold real values
+OPTIM_MAX_SECONDS = 2.0     # per case: a bitsandbytes step on one thread takes ~0.8 s at 2^24
+OPTIM_LR = 1e-3             # every optimizer's learning rate (the speed does not depend on it)
+OPTIM_PARAM_SCALE = 0.02    # p ~ 0.02 N(0, 1), a usual initialisation
+OPTIM_GRAD_SCALE = 1e-3     # g ~ 1e-3 N(0, 1)
+# torch.optim's float32 steps: (the rules it is a peer of, its class, keywords); the first
+# peer of a rule is the reference of that rule's "x torch", fused AdamW for both Adam rules
+TORCH_OPTIMIZERS = (
+    (("adamw", "adam"), "AdamW", {"fused": True}),
+    (("adamw", "adam"), "AdamW", {"foreach": True}),
+    (("sgd",), "SGD", {"momentum": 0.9, "foreach": True}),
+    (("rmsprop",), "RMSprop", {"foreach": True}),
+    (("adagrad",), "Adagrad", {"foreach": True}),
+)
+# bitsandbytes' 8-bit step of each rule (CPU), the reference of its "x bnb"
+BNB_OPTIMIZERS = {"adamw": ("AdamW8bit", {}), "adam": ("Adam8bit", {}), "sgd": ("SGD8bit", {"momentum": 0.9}),
+                  "lion": ("Lion8bit", {}), "rmsprop": ("RMSprop8bit", {}), "adagrad": ("Adagrad8bit", {})}
+OPTIM_PEERS = {"torch": "torch.optim rows (x torch: -)", "bitsandbytes": "bnb.optim rows (x bnb: -)"}
+
+
+@dataclass(frozen=True)
+class OptimCase:
+    """One optimizer step of the optim suite.
+
+    name: the call, as the table spells it; optimizers: the rules (softmaxlib.optim's names) it
+    is a step of, or a peer of; library: "softmaxlib", "torch" or "bitsandbytes"; backend:
+    softmaxlib's backend, else the library's name.
+    build(p, g, threads) -> (step, state): a zero-argument call that runs one step on p (updated
+    in place) with the gradient g on `threads` threads, after OPTIM_WARMUP_STEPS untimed steps,
+    and the arrays the optimizer keeps for p.
+    traffic: (read-only, stored) bytes per parameter a step must move, for the roofline.
+    """
+
+    name: str
+    optimizers: tuple
+    library: str
+    backend: str
+    build: Callable
+    traffic: tuple
+
+    def threads_on(self, setting):
+        """The threads the step runs on at a setting (a count, or None: its library's default), or
+        None where it does not run: the Numba twins run on the calling thread, so at 1 only."""
+        if self.backend == "numba":
+            return 1 if setting == 1 else None
+        if self.library == "softmaxlib":
+            return _threads.resolve(setting)
+        return setting or _torch_default_threads()
+
+
+def float32_traffic(states):
+    """(read-only, stored) bytes per parameter of a float32 step with `states` states, each array
+    moved once: p, g and every state read (4 bytes each), p and every state written."""
+    return 4 * (2 + states), 4 * (1 + states)
+
+
+def _warmed_up(step):
+    for _ in range(OPTIM_WARMUP_STEPS):
+        step()
+    return step
+
+
+def _softmaxlib_step(optimizer, backend):
+    """build() of softmaxlib.optim.<optimizer>_step on `backend`, numbering its steps from 1."""
+    from . import optim
+
+    function = getattr(optim, f"{optimizer}_step")
+    numbered = "step" in inspect.signature(function).parameters
+
+    def build(p, g, threads):
+        state = optim.init_state(optimizer, p)
+        steps = itertools.count(1)
+
+        def step():
+            extra = {"step": next(steps)} if numbered else {}
+            function(p, g, state, lr=OPTIM_LR, workers=threads, backend=backend, **extra)
+
+        return _warmed_up(step), [array for array in vars(state).values() if isinstance(array, np.ndarray)]
+
+    return build
+
+
+def _torch_optimizer_step(module, class_name, keywords):
+    """build() of a torch optimizer (`module`.`class_name`(**keywords): torch.optim's or
+    bitsandbytes'), on torch.from_numpy views of p and g, at torch.set_num_threads(threads)."""
+    def build(p, g, threads):
+        _torch_default_threads()
+        import torch
+        optimizer_class = getattr(importlib.import_module(module), class_name)
+        torch.set_num_threads(threads)
+        parameter = torch.nn.Parameter(torch.from_numpy(p))
+        parameter.grad = torch.from_numpy(g)
+        optimizer = optimizer_class([parameter], lr=OPTIM_LR, **keywords)
+        step = _warmed_up(optimizer.step)
+        state = [value.numpy().reshape(-1) for value in optimizer.state[parameter].values() if torch.is_tensor(value)]
+        return step, state
+
+    return build
+
+
+def missing_optim_peers():
+    """The peer libraries of the optim suite (OPTIM_PEERS) not installed here."""
+    return [module for module in OPTIM_PEERS if importlib.util.find_spec(module) is None]
+
+
+def optim_notes():
+    """Lines on what the optim suite leaves out here: peers not installed, and the flush without
+    the C extension."""
+    notes = [f"{module} not installed: no {OPTIM_PEERS[module]}" for module in missing_optim_peers()]
+    if not can_flush():
+        notes.append("C extension not built: cold steps are timed without flushing the cache first")
+    return notes
+
+
+def optim_cases(optimizers=None, backends=None):
+    """The optim suite's cases, in table order: torch.optim's float32 peers of `optimizers`, then
+    bitsandbytes' 8-bit ones (those installed), then softmaxlib.optim's steps of each optimizer on
+    each backend. optimizers: names of softmaxlib.optim.OPTIMIZERS (default all); backends:
+    default every usable one. ValueError for an unknown name."""
+    from . import optim
+
+    optimizers = list(optim.OPTIMIZERS if optimizers is None else optimizers)
+    unknown = [name for name in optimizers if name not in optim.OPTIMIZERS]
+    if unknown:
+        raise ValueError(f"unknown optimizer {unknown[0]!r}; the optimizers are {', '.join(optim.OPTIMIZERS)}")
+    backends = list(_dispatch.USABLE_BACKENDS if backends is None else backends)
+    for backend in backends:
+        _dispatch.check_backend(backend)
+    missing = missing_optim_peers()
+    cases = []
+    if "torch" not in missing:
+        for rules, class_name, keywords in TORCH_OPTIMIZERS:
+            if set(rules) & set(optimizers):
+                arguments = ", ".join(f"{key}={value}" for key, value in keywords.items())
+                cases.append(OptimCase(f"torch.optim.{class_name}({arguments})", rules, "torch", "torch",
+                                       _torch_optimizer_step("torch.optim", class_name, keywords),
+                                       float32_traffic(len(optim.OPTIMIZERS[rules[0]][1]))))
+    if "bitsandbytes" not in missing:
+        for optimizer in optimizers:
+            class_name, keywords = BNB_OPTIMIZERS[optimizer]
+            cases.append(OptimCase(f"bnb.optim.{class_name}", (optimizer,), "bitsandbytes", "bnb",
+                                   _torch_optimizer_step("bitsandbytes.optim", class_name, keywords),
+                                   traffic_split(optim.OPTIMIZERS[optimizer][0])))
+    for optimizer in optimizers:
+        for backend in backends:
+            cases.append(OptimCase(f"optim.{optimizer}_step", (optimizer,), "softmaxlib", backend,
+                                   _softmaxlib_step(optimizer, backend), traffic_split(optim.OPTIMIZERS[optimizer][0])))
+    return cases
+
+
+def optim_bandwidth_threads(cases, settings=OPTIM_SETTINGS):
+    """The thread counts whose bandwidth the rooflines of `cases` at `settings` need."""
+    return sorted({roofline_threads(count) for case in cases for count in map(case.threads_on, settings) if count})
+
+
+def optim_inputs(n, seed=0):
+    """(p, g): n float32 parameters p ~ OPTIM_PARAM_SCALE N(0, 1) and their gradients
+    g ~ OPTIM_GRAD_SCALE N(0, 1), drawn from seeds `seed` and seed + 1."""
+    p, g = draw("normal", n, seed), draw("normal", n, seed + 1)
+    p *= np.float32(OPTIM_PARAM_SCALE)
+    g *= np.float32(OPTIM_GRAD_SCALE)
+    return p, g
+
+
+@dataclass(frozen=True)
+class OptimResult:
+    """One timed step of the optim suite, at n parameters.
+
+    call, optimizer (the rule its ratios are of), library, backend: its case's. threads: the
+    threads it ran on; default_threads: at its library's default (softmaxlib workers=None,
+    torch its own count) rather than at a given count. cache: "cold" when p and g together
+    exceed COLD_BYTES (each step then timed alone after flushing p, g and the states), else
+    "hot". ns_per_param: the median / n. state_bytes_per_param: the bytes of the arrays the
+    optimizer keeps for p, / n. traffic_bytes_per_param: OptimCase.traffic, read-only +
+    stored; roofline_ns_per_param: that traffic at the probe's rates on roofline_threads(threads)
+    threads; roofline_fraction: roofline / ns_per_param, cold only. vs_torch: the time of the
+    rule's torch reference (its first TORCH_OPTIMIZERS peer) at the same n and setting / this
+    time; vs_bnb: likewise with bitsandbytes' step of the rule (above 1: this one is faster).
+    """
+
+    call: str
+    optimizer: str
+    library: str
+    backend: str
+    n: int
+    threads: int
+    default_threads: bool
+    cache: str
+    samples: int
+    median_ns: float
+    min_ns: float
+    ns_per_param: float
+    state_bytes_per_param: float
+    traffic_bytes_per_param: int
+    roofline_ns_per_param: Optional[float]
+    roofline_fraction: Optional[float]
+    vs_torch: Optional[float] = None
+    vs_bnb: Optional[float] = None
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def measure_step(case, p, g, setting=1, *, bw=None, repeats=OPTIM_REPEATS, max_seconds=OPTIM_MAX_SECONDS):
+    """Times case's step on copies of p and g at `setting` (a thread count, or None: the
+    library's default) as run() times a case: hot by time_callable, cold (p and g above
+    COLD_BYTES) by time_flushed, p, g and the states flushed before each step (not flushed
+    without the C extension). bw: {threads: Bandwidth} for the roofline (None: no roofline).
+    Returns an OptimResult without its ratios."""
+    threads = case.threads_on(setting)
+    p, g = p.copy(), g.copy()
+    step, state = case.build(p, g, threads)
+    cold = not is_hot(p.nbytes + g.nbytes)
+    if cold and can_flush():
+        timing = time_flushed(step, (), [p, g, *state], repeats=repeats, max_seconds=max_seconds)
+    else:
+        timing = time_callable(step, repeats=repeats, max_seconds=max_seconds)
+    n = p.size
+    probe = (bw or {}).get(roofline_threads(threads))
+    roofline = traffic_roofline_ns(*case.traffic, 1, probe) if probe else None
+    ns = timing.median_ns / n
+    return OptimResult(
+        call=case.name, optimizer=case.optimizers[0], library=case.library, backend=case.backend, n=n,
+        threads=threads, default_threads=setting is None, cache="cold" if cold else "hot", samples=timing.samples,
+        median_ns=timing.median_ns, min_ns=timing.min_ns, ns_per_param=ns,
+        state_bytes_per_param=sum(array.nbytes for array in state) / n, traffic_bytes_per_param=sum(case.traffic),
+        roofline_ns_per_param=roofline, roofline_fraction=roofline / ns if roofline and cold else None)
+
+
+def with_ratios(group, cases):
+    """The results of one size and setting with vs_torch and vs_bnb: each rule's reference (the
+    first torch peer of the rule, bitsandbytes' step of the rule) over each result's time."""
+    rules = {case.name: case.optimizers for case in cases}
+
+    def reference_ns(library, rule):
+        return next((r.median_ns for r in group if r.library == library and rule in rules[r.call]), None)
+
+    def ratio(reference, result):
+        return None if reference is None else reference / result.median_ns
+
+    return [replace(r, vs_torch=ratio(reference_ns("torch", r.optimizer), r),
+                    vs_bnb=ratio(reference_ns("bitsandbytes", r.optimizer), r)) for r in group]
+
+
+def optim_suite(cases=None, sizes=OPTIM_SIZES, settings=OPTIM_SETTINGS, *, repeats=OPTIM_REPEATS, bw=None,
+                max_seconds=OPTIM_MAX_SECONDS, on_start=None, on_group=None):
+    """The optim suite: every case (default optim_cases()) at n parameters for each of `sizes`,
+    at each of `settings` (thread counts; None: each library's default: softmaxlib's
+    workers=None, torch's own count for torch and bitsandbytes), all in this process, on the same
+    optim_inputs(n). Returns (results, bandwidths, failures): [OptimResult] with their ratios, by
+    size then setting then case; {threads: Bandwidth}, the probe measured on every thread count
+    a roofline needs (bw: those at hand); and a line per peer step that raised (its library's
+    error, not the suite's: that case is left out). on_start(index, count, case, n, setting)
+    before each case; on_group(results) after each size and setting. torch's thread count is
+    restored at the end.
+    """
+    cases = optim_cases() if cases is None else list(cases)
+    settings = list(settings)
+    bws = bandwidths(optim_bandwidth_threads(cases, settings), measured=bw)
+    count = len(sizes) * sum(1 for setting in settings for case in cases if case.threads_on(setting))
+    started = itertools.count()
+    results, failures = [], []
+    with torch_threads_restored():
+        for n in sizes:
+            p, g = optim_inputs(n)
+            for setting in settings:
+                group = []
+                for case in [case for case in cases if case.threads_on(setting)]:
+                    if on_start is not None:
+                        on_start(next(started), count, case, n, setting)
+                    try:
+                        group.append(measure_step(case, p, g, setting, bw=bws, repeats=repeats,
+                                                  max_seconds=max_seconds))
+                    except Exception as error:  # noqa: B902 -- a peer's own failure is a line of the report
+                        if case.library == "softmaxlib":
+                            raise
+                        failures.append(f"{case.name} failed at n = {n}: {type(error).__name__}: "
+                                        f"{next(iter(str(error).splitlines()), '')}")
+                group = with_ratios(group, cases)
+                results += group
+                if group and on_group is not None:
+                    on_group(group)
+    return results, bws, failures
 
 
 # --- latency: the public calls on one short row -------------------------------------------------

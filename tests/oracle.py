@@ -240,12 +240,12 @@ def lion_step(p, g, m, *, lr, betas, weight_decay):
     return _kept(finite, (p_new, m_new, None), (p, m, None))
 
 
-def rms_step(p, g, v, *, lr, alpha, eps, weight_decay):
-    """RMSprop's step, and Adagrad's with alpha = 1 and its decayed lr (v + g^2, not 1 v + 0 g^2)."""
+def rms_step(p, g, v, *, lr, alpha, eps, weight_decay, adagrad=False):
+    """RMSprop's step, or Adagrad's (v + g^2; lr already decayed, alpha unused)."""
     p, g, v = (np.asarray(a, np.float64) for a in (p, g, v))
     with np.errstate(over="ignore", invalid="ignore"):
         grad = g + weight_decay * p if weight_decay else g
-        v_new = v + grad * grad if alpha == 1 else alpha * v + (1 - alpha) * grad * grad
+        v_new = v + grad * grad if adagrad else alpha * v + (1 - alpha) * grad * grad
         p_new = p - lr * grad / (np.sqrt(v_new) + eps)
         finite = np.isfinite(grad) & np.isfinite(v_new)
     return _kept(finite, (p_new, v_new, None), (p, v, None))

@@ -530,3 +530,116 @@ def test_threads_suite_and_table(probes):
         assert {r.kernel for r in results[:first_call]} == {"torch.softmax"}
     with pytest.raises(ValueError, match="unknown case 'softmax_reload' of the threads suite"):
         bench.threads_suite(shapes, names=["softmax_reload"], bw=probes)
+
+
+def optim_peers_here():
+    return [module for module in bench.OPTIM_PEERS if module not in bench.missing_optim_peers()]
+
+
+def test_optim_cases():
+    """Peers first (torch.optim's float32 steps of the rules asked for, bitsandbytes' 8-bit ones),
+    then softmaxlib.optim's steps per optimizer and backend, with the traffic of their catalog
+    kernel (torch's: each float32 array moved once)."""
+    backend = softmaxlib.backends()[0]
+    cases = bench.optim_cases(["adam", "lion"], [backend, "numba"])
+    peers = optim_peers_here()
+    expected = []
+    if "torch" in peers:
+        expected += [("torch.optim.AdamW(fused=True)", "torch"), ("torch.optim.AdamW(foreach=True)", "torch")]
+    if "bitsandbytes" in peers:
+        expected += [("bnb.optim.Adam8bit", "bnb"), ("bnb.optim.Lion8bit", "bnb")]
+    expected += [(f"optim.{name}_step", b) for name in ("adam", "lion") for b in (backend, "numba")]
+    assert [(case.name, case.backend) for case in cases] == expected
+    for case in cases:
+        if case.library == "torch":
+            assert case.traffic == (16, 12) and case.optimizers == ("adamw", "adam")  # p, g, m, v read; p, m, v written
+        else:
+            assert case.traffic == bench.traffic_split("adam_step" if case.optimizers == ("adam",) else "lion_step")
+        assert case.threads_on(1) == 1
+        assert case.threads_on(None) == (None if case.backend == "numba" else
+                                         softmaxlib.get_num_threads() if case.library == "softmaxlib"
+                                         else bench._torch_default_threads())
+    assert bench.float32_traffic(1) == (12, 8)  # SGD momentum: p, g, b read; p, b written
+    with pytest.raises(ValueError, match="unknown optimizer 'adamx'"):
+        bench.optim_cases(["adamx"])
+
+
+def test_optim_cases_without_peers(monkeypatch):
+    monkeypatch.setattr(bench, "missing_optim_peers", lambda: ["torch", "bitsandbytes"])
+    assert {case.library for case in bench.optim_cases()} == {"softmaxlib"}
+    assert bench.optim_notes() == ["torch not installed: no torch.optim rows (x torch: -)",
+                                   "bitsandbytes not installed: no bnb.optim rows (x bnb: -)"]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_optim_steps_start_from_a_trained_state(optimizer):
+    """build(): a few untimed steps first, so p has moved and the states hold non-zero values."""
+    p0, g = bench.optim_inputs(1 << 14)
+    assert p0.dtype == g.dtype == np.float32 and 1e-4 < np.abs(g).mean() < 1e-2
+    for case in bench.optim_cases([optimizer], softmaxlib.backends()[:1]):
+        p = p0.copy()
+        step, state = case.build(p, g.copy(), 1)
+        assert not np.array_equal(p, p0)
+        assert any(np.any(array) for array in state)
+        moved = p.copy()
+        step()
+        assert not np.array_equal(p, moved)
+
+
+def test_optim_suite_groups_and_ratios(probes):
+    """Per size, the steps at one thread then at the defaults (no Numba there), each group with
+    its ratios to the rule's torch and bitsandbytes references; hot below 2 MiB of p and g, cold
+    (flushed, with the roofline fraction) above; the roofline from the probe of that many threads."""
+    backend = softmaxlib.backends()[0]
+    cases = bench.optim_cases(["adamw", "lion"], [backend, "numba"])
+    groups = []
+    results, bws, failures = bench.optim_suite(cases, [1 << 14, 1 << 19], repeats=1, bw=probes, max_seconds=0.01,
+                                               on_group=groups.append)
+    assert bws == probes and failures == []
+    assert [r for group in groups for r in group] == results
+    assert [(group[0].n, group[0].default_threads) for group in groups] == [
+        (1 << 14, False), (1 << 14, True), (1 << 19, False), (1 << 19, True)]
+    for group in groups:
+        default = group[0].default_threads
+        assert [(r.call, r.backend) for r in group] == [(case.name, case.backend) for case in cases
+                                                         if not (default and case.backend == "numba")]
+        references = {}  # the first peer of a library and rule
+        for r in group:
+            if r.library != "softmaxlib":
+                references.setdefault((r.library, r.optimizer), r.median_ns)
+        for r in group:
+            case = next(c for c in cases if c.name == r.call)
+            assert r.threads == case.threads_on(None if default else 1)
+            assert r.cache == ("cold" if r.n == 1 << 19 else "hot")
+            torch_ns = references.get(("torch", "adamw")) if r.optimizer in ("adamw", "adam") else None
+            assert r.vs_torch == (None if torch_ns is None else pytest.approx(torch_ns / r.median_ns))
+            bnb_ns = references.get(("bitsandbytes", r.optimizer))
+            assert r.vs_bnb == (None if bnb_ns is None else pytest.approx(bnb_ns / r.median_ns))
+            assert r.ns_per_param == pytest.approx(r.median_ns / r.n)
+            assert r.traffic_bytes_per_param == sum(case.traffic)
+            assert r.roofline_ns_per_param == pytest.approx(
+                bench.traffic_roofline_ns(*case.traffic, 1, probes[bench.roofline_threads(r.threads)]))
+            assert r.roofline_fraction == (pytest.approx(r.roofline_ns_per_param / r.ns_per_param)
+                                           if r.cache == "cold" else None)
+            blocks = -(-r.n // 256)
+            if r.library == "softmaxlib":  # codes, absmax and maps
+                states = 2 if r.optimizer == "adamw" else 1
+                assert r.state_bytes_per_param == pytest.approx(states * (r.n + 4 * blocks + 4 * 256) / r.n)
+            elif r.library == "torch":  # m, v and the step count
+                assert r.state_bytes_per_param == pytest.approx(8, abs=1e-3)
+            assert r.as_dict()["call"] == r.call
+
+
+def test_optim_suite_reports_a_failing_peer():
+    """A peer whose step raises is left out with a line; softmaxlib's own failures are errors."""
+    def broken(p, g, threads):
+        raise RuntimeError("no CPU kernel\nsecond line")
+
+    fake = bench.OptimCase("bnb.optim.Broken8bit", ("sgd",), "bitsandbytes", "bnb", broken, (9, 5))
+    ours = bench.optim_cases(["sgd"], softmaxlib.backends()[:1])[-1]
+    results, _, failures = bench.optim_suite([fake, ours], [1 << 14], [1], repeats=1, max_seconds=0.01,
+                                             bw=bench.bandwidths([1], 1 << 20, repeats=2))
+    assert [r.call for r in results] == ["optim.sgd_step"] and results[0].vs_bnb is None
+    assert failures == ["bnb.optim.Broken8bit failed at n = 16384: RuntimeError: no CPU kernel"]
+    with pytest.raises(RuntimeError, match="no CPU kernel"):
+        bench.optim_suite([replace(ours, build=broken)], [1 << 14], [1], repeats=1, bw=bench.bandwidths([1], 1 << 20))

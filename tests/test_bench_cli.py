@@ -205,6 +205,13 @@ def test_bad_arguments_exit_2_and_write_nothing(args, message, tmp_path):
     (["--suite", "threads", "--kernels", "softmax_reload"], "unknown case 'softmax_reload' of --suite threads"),
     (["--suite", "threads", "--backends", "avx2,numba"], "--suite threads runs on one backend"),
     (["--suite", "threads", "--backends", "sse9"], "unknown softmaxlib backend"),
+    (["--suite", "optim", "--workers", "2"], "--suite optim runs at one thread and at the defaults, on its own "
+                                             "inputs: no --workers"),
+    (["--suite", "optim", "--plot", "x.png"], "no --plot"),
+    (["--suite", "optim", "--inputs", "normal"], "no --inputs"),
+    (["--suite", "optim", "--kernels", "adamx"], "--suite optim: unknown optimizer 'adamx'; the optimizers are adam"),
+    (["--suite", "optim", "--backends", "sse9"], "unknown softmaxlib backend"),
+    (["--suite", "optim", "--sizes", "4x2^8"], "--suite optim: --sizes takes parameter counts, not shapes ROWSxN"),
 ])
 def test_empty_or_unknown_lists_exit_2(args, message, tmp_path, capsys):
     """In process (the arguments are checked before anything is measured): faster than a subprocess."""
@@ -262,7 +269,7 @@ def test_every_help_path_prints_help_and_exits_0(argv, usage, capsys):
             assert f"{name} = {label}" in " ".join(out.split())  # --inputs and its names
 
 
-@pytest.mark.parametrize("suite", [name for name in _bench_cli.SUITES if name not in ("latency", "threads")])
+@pytest.mark.parametrize("suite", [name for name in _bench_cli.SUITES if name not in ("latency", "threads", "optim")])
 def test_every_suite_runs(suite, tmp_path, capsys):
     """In process, one tiny size, one repeat, one backend: the suite's cases, in order, and its JSON."""
     path = tmp_path / f"{suite}.json"
@@ -485,3 +492,75 @@ def test_notes_on_workers_and_load(monkeypatch):
     info = _bench_cli.machine_info(None)
     assert info["bandwidth"] is None and info["bandwidths"] == [] and info["available_cores"] == cores
     assert info["load_average"] is None or len(info["load_average"]) == 3
+
+
+def optim_table(out):
+    """The optim suite's header and its groups: [(title, [row split into call, then the cells])]."""
+    lines = out.splitlines()
+    start = lines.index(_bench_cli.OPTIM_HEADER)
+    groups = []
+    for line in lines[start + 1:]:
+        if line.startswith("-- n = "):
+            groups.append((line, []))
+        elif line.startswith(("torch.optim.", "bnb.optim.", "optim.")):
+            call, cells = line[:44].strip(), line[44:].split()
+            groups[-1][1].append([call] + cells)
+        else:
+            break
+    return lines[start].split(), groups
+
+
+@pytest.mark.parametrize("hide_peers", [False, True])
+def test_optim_suite_table_and_json(hide_peers, tmp_path, capsys, monkeypatch):
+    """--suite optim at n = 2^14 (in process): a group at one thread and one at the defaults, each
+    with the torch.optim and bitsandbytes peers installed, then softmaxlib.optim's steps of every
+    optimizer on every backend (Numba at one thread only), the columns filled where they apply
+    (hot: no roofline fraction); the footnotes; the JSON with every result. Peers hidden: a note
+    each, no rows, no ratios."""
+    if hide_peers:
+        monkeypatch.setattr(bench, "missing_optim_peers", lambda: ["torch", "bitsandbytes"])
+    peers = [module for module in bench.OPTIM_PEERS if module not in bench.missing_optim_peers()]
+    path = tmp_path / "optim.json"
+    assert _bench_cli.main(["--suite", "optim", "--sizes", "2^14", "--repeats", "1", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    for module in bench.OPTIM_PEERS:
+        assert (f"{module} not installed: no " in out) == (module not in peers)
+    header, groups = optim_table(out)
+    assert header == ["call", "backend", "threads", "ns/param", "x", "torch", "x", "bnb", "state", "B", "traffic",
+                      "roof", "frac"]
+    assert [title for title, _ in groups] == [
+        "-- n = 2^14, workers=1, torch.set_num_threads(1), hot",
+        "-- n = 2^14, each library's default threads (softmaxlib workers=None, torch its own count), hot"]
+    optimizers = list(softmaxlib.optim.OPTIMIZERS)
+    torch_rows = ["torch.optim.AdamW(fused=True)", "torch.optim.AdamW(foreach=True)",
+                  "torch.optim.SGD(momentum=0.9, foreach=True)", "torch.optim.RMSprop(foreach=True)",
+                  "torch.optim.Adagrad(foreach=True)"]
+    bnb_rows = ["bnb.optim.Adam8bit", "bnb.optim.AdamW8bit", "bnb.optim.SGD8bit", "bnb.optim.Lion8bit",
+                "bnb.optim.RMSprop8bit", "bnb.optim.Adagrad8bit"]
+    torch_default = bench._torch_default_threads() if "torch" in peers else None
+    expected = []
+    for default in (False, True):
+        rows = [(call, "torch", torch_default if default else 1) for call in torch_rows if "torch" in peers]
+        rows += [(call, "bnb", torch_default if default else 1) for call in bnb_rows if "bitsandbytes" in peers]
+        rows += [(f"optim.{name}_step", backend, softmaxlib.get_num_threads() if default else 1)
+                 for name in optimizers for backend in softmaxlib.backends() if not (default and backend == "numba")]
+        expected.append(rows)
+    assert [[(row[0], row[1], int(row[2])) for row in rows] for _, rows in groups] == expected
+    document = json.loads(path.read_text())
+    assert document["suite"] == "optim" and document["repeats"] == 1 and document["settings"] == [1, None]
+    results = document["results"]
+    assert [(r["call"], r["backend"], r["threads"]) for r in results] == [row for rows in expected for row in rows]
+    assert [r["default_threads"] for r in results] == [default for default, rows in zip((False, True), expected)
+                                                       for _ in rows]
+    for row, result in zip([row for _, rows in groups for row in rows], results):
+        _, backend, _, ns, vs_torch, vs_bnb, state, traffic, roof, frac = row
+        assert float(ns) > 0 and float(state) > 0 and float(roof) > 0 and frac == "-"  # hot: no fraction
+        rule = result["optimizer"]
+        assert (vs_torch != "-") == ("torch" in peers and rule != "lion") == (result["vs_torch"] is not None)
+        assert (vs_bnb != "-") == ("bitsandbytes" in peers) == (result["vs_bnb"] is not None)
+        states = len(softmaxlib.optim.OPTIMIZERS[rule][1])
+        assert int(traffic) == result["traffic_bytes_per_param"] == \
+            (12 + 8 * states if backend == "torch" else 12 + 2 * states)
+    for footnote in ("ns/param:", "x torch:", "state B:", "traffic:", "roof:", "numba:"):
+        assert f"\n{footnote}" in out
+    assert document["notes"] == bench.optim_notes() and document["footnotes"] == _bench_cli.optim_footnotes()

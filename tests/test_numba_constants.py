@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import softmaxlib.optim
-from softmaxlib._numba import _exp, _log, _rows, quant, stablemax, three_pass, two_pass
+from softmaxlib._numba import _exp, _log, _rows, optim, quant, stablemax, three_pass, two_pass
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 
@@ -69,6 +69,7 @@ KERNEL_TWINS = {
     ("code_search.h", "SUBNORMAL_RECIPROCAL_ABOVE"): (quant, "SUBNORMAL_RECIPROCAL_ABOVE"),
     ("code_search.h", "SUBNORMAL_GRID_ROUNDER"): (quant, "SUBNORMAL_GRID_ROUNDER"),
     ("optim_kernels.h", "OPTIM_MAX_BLOCK"): (softmaxlib.optim, "MAX_BLOCKSIZE"),  # the Python check of blocksize
+    ("optim_kernels.h", "TINY_ABSMAX_SCALE"): (optim, "TINY_ABSMAX_SCALE"),
 }
 
 DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(\w+)(\()?[ \t]*(.*)$", re.MULTILINE)

@@ -8,6 +8,7 @@ softmaxlib/_bindings.py imports a family's module on first use):
     two_pass.py     csrc/two_pass_kernels.h: two-pass softmax / log-softmax, sum_exp_pair
     stablemax.py    csrc/stablemax_kernels.h: StableMax, log-StableMax, the cross-entropy
     quant.py        csrc/quant_kernels.h: 8-bit block-wise quantization
+    optim.py        csrc/optim_kernels.h: the fused 8-bit optimizer steps (the same float32 operations)
     _exp.py         the exp blocks and constants (csrc/exp_constants.h, exp_polynomial.h, exp_pairs.h)
     _log.py         the log block and constants (csrc/log_constants.h)
     _rows.py        the other shared blocks: row max, +inf rows, float64 sums, the FLT_MIN flush

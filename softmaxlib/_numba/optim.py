@@ -3,10 +3,11 @@
 import numpy as np
 from numba import njit
 
-from ._rows import ONE, ZERO, f32
+from ._rows import FLT_MIN, ONE, ZERO, f32
 from .quant import codes_of_block
 
 ADAM, MOMENTUM, LION, RMS = range(4)
+TINY_ABSMAX_SCALE = f32(2.0**64)  # csrc/optim_kernels.h
 RULES = {"adam_step": ADAM, "momentum_step": MOMENTUM, "lion_step": LION, "rms_step": RMS}  # kernel id: rule
 
 
@@ -46,6 +47,17 @@ def element_step(rule, p, grad, s1, s2, floats, first, nesterov):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def codes_of_states(updated, m, tables, codes, scratch):
+    """codes = the nearest codes of a block's updated states with absmax m, as codes_of_states in
+    C: a subnormal m (whose fl32(1/m) is inf) scales the block by 2^64 first."""
+    if ZERO < m < FLT_MIN:
+        for i in range(updated.size):
+            updated[i] *= TINY_ABSMAX_SCALE
+        m *= TINY_ABSMAX_SCALE
+    codes_of_block(updated, m, tables[0], tables[1], tables[2], tables[3], codes, scratch)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def step_f32(rule, p, g, blocksize, codes1, absmax1, map1, tables1, codes2, absmax2, map2, tables2, floats, first,
              nesterov):
     """One step of `rule` over every block, as step_blocks in C; returns the skipped count.
@@ -71,12 +83,10 @@ def step_f32(rule, p, g, blocksize, codes1, absmax1, map1, tables1, codes2, absm
             high2 = max(high2, abs(s2))
         k = stop - start
         absmax1[b] = high1
-        codes_of_block(updated1[:k], high1, tables1[0], tables1[1], tables1[2], tables1[3], codes1[start:stop],
-                       scratch[:k])
+        codes_of_states(updated1[:k], high1, tables1, codes1[start:stop], scratch[:k])
         if two_states:
             absmax2[b] = high2
-            codes_of_block(updated2[:k], high2, tables2[0], tables2[1], tables2[2], tables2[3], codes2[start:stop],
-                           scratch[:k])
+            codes_of_states(updated2[:k], high2, tables2, codes2[start:stop], scratch[:k])
     return skipped
 
 

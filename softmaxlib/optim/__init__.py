@@ -206,6 +206,7 @@ def init_state(optimizer, size, *, blocksize=256, min_8bit_size=MIN_8BIT_SIZE, i
     State32bit below min_8bit_size elements. Every state starts at 0, but Adagrad's sum of
     squares at initial_accumulator_value (torch's)."""
     _, signed = OPTIMIZERS[_optimizer(optimizer)]
+    blocksize = _check_blocksize(blocksize)
     size = size.size if isinstance(size, np.ndarray) else operator.index(size)
     if size < 0:
         raise ValueError(f"size must be non-negative, not {size}")
@@ -219,14 +220,26 @@ def init_state(optimizer, size, *, blocksize=256, min_8bit_size=MIN_8BIT_SIZE, i
 
 
 def _real(value, name, low=0.0, high=math.inf, high_open=False):
-    """value as a float in [low, high] (or [low, high)), else ValueError in torch's words."""
+    """value (a number, or anything with __float__ but a string, e.g. a 0-d tensor) as a finite
+    float in [low, high] (or [low, high)), else ValueError in torch's words."""
     try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
         number = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, not {type(value).__name__}") from None
-    if not (low <= number and (number < high if high_open else number <= high)) or math.isnan(number):
+    if not (low <= number and (number < high if high_open else number <= high)) or not math.isfinite(number):
         raise ValueError(f"Invalid {name}: {value}")
     return number
+
+
+def _epsilon(eps):
+    """eps as a float > 0: with 0 (which torch accepts), a zero or underflowed second moment
+    divides by zero and makes the parameter NaN or inf."""
+    eps = _real(eps, "epsilon value")
+    if eps == 0.0:
+        raise ValueError("Invalid epsilon value: 0 (it must be > 0: a zero second moment would divide by zero)")
+    return eps
 
 
 def _step_number(step):
@@ -246,7 +259,7 @@ def _betas(betas, names=("beta1", "beta2")):
 
 def adam_constants(lr, betas, eps, weight_decay, step, decoupled):
     """Adam's (decoupled=False: weight decay as L2, g += wd p) or AdamW's (p *= 1 - lr wd) constants."""
-    lr, eps = _real(lr, "learning rate"), _real(eps, "epsilon value")
+    lr, eps = _real(lr, "learning rate"), _epsilon(eps)
     weight_decay, step = _real(weight_decay, "weight_decay value"), _step_number(step)
     beta1, beta2 = _betas(betas)
     return StepConstants(lr=lr / (1.0 - beta1 ** step), beta1=beta1, gain1=1.0 - beta1, beta2=beta2,
@@ -274,13 +287,13 @@ def lion_constants(lr, betas, weight_decay):
 
 
 def rmsprop_constants(lr, alpha, eps, weight_decay):
-    lr, eps = _real(lr, "learning rate"), _real(eps, "epsilon value")
+    lr, eps = _real(lr, "learning rate"), _epsilon(eps)
     alpha, weight_decay = _real(alpha, "alpha value", 0.0, 1.0), _real(weight_decay, "weight_decay value")
     return StepConstants(lr=lr, beta1=alpha, gain1=1.0 - alpha, eps=eps, l2=weight_decay)
 
 
 def adagrad_constants(lr, lr_decay, eps, weight_decay, step):
-    lr, eps = _real(lr, "learning rate"), _real(eps, "epsilon value")
+    lr, eps = _real(lr, "learning rate"), _epsilon(eps)
     lr_decay, weight_decay = _real(lr_decay, "lr_decay value"), _real(weight_decay, "weight_decay value")
     return StepConstants(lr=lr / (1.0 + (_step_number(step) - 1) * lr_decay), beta1=1.0, gain1=1.0, eps=eps,
                          l2=weight_decay)
@@ -312,8 +325,14 @@ def _run(optimizer, p, g, state, constants, workers, backend):
         raise TypeError(f"state must be a State8bit or State32bit (init_state makes one), not {type(state).__name__}")
     if state.size != p.size or state.states != len(signed):
         raise ValueError(f"{optimizer} needs a state of {len(signed)} state(s) of {p.size} elements, not {state!r}")
+    backend, workers = _dispatch.resolve(backend), _threads.resolve(workers)
     if isinstance(state, State8bit):
-        return _bindings.bound(kernel, _dispatch.resolve(backend))(p, g, state, constants, _threads.resolve(workers))
+        for k, (code, is_signed) in enumerate(zip((state.map1, state.map2), signed)):
+            if (code[0] < 0) != is_signed:  # a signed state on an unsigned map would lose every negative value
+                raise ValueError(f"{optimizer}'s state {k + 1} needs a {'signed' if is_signed else 'non-negative'} "
+                                 f"map (code[0] {'<' if is_signed else '>='} 0), not one from {code[0]} to "
+                                 f"{code[-1]}")
+        return _bindings.bound(kernel, backend)(p, g, state, constants, workers)
     from .._numba import optim as twins
     second = state.state2.reshape(-1) if state.state2 is not None else np.empty(p.size, np.float32)
     return int(twins.step_float_states(twins.RULES[kernel], p, g, state.state1.reshape(-1), second,
@@ -375,7 +394,7 @@ def _documented(optimizer, summary, rule, hyper, example, result):
 _ADAM_HYPER = [("lr", "float, optional", "The learning rate, >= 0 (default: 1e-3)"),
                ("betas", "(float, float), optional", "The decay rates of m and v, each in [0, 1) "
                                                      "(default: (0.9, 0.999))"),
-               ("eps", "float, optional", "Added to the denominator, >= 0 (default: 1e-8)")]
+               ("eps", "float, optional", "Added to the denominator, > 0 (default: 1e-8)")]
 _STEP = [("step", "int", "The step's number, from 1 (it drives the bias corrections)")]
 
 
@@ -430,7 +449,7 @@ def lion_step(p, g, state, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, work
              "    v = alpha v + (1 - alpha) g^2; p -= lr g / (sqrt(v) + eps).",
              [("lr", "float, optional", "The learning rate, >= 0 (default: 1e-2)"),
               ("alpha", "float, optional", "The decay rate of v, in [0, 1] (default: 0.99)"),
-              ("eps", "float, optional", "Added to the denominator, >= 0 (default: 1e-8)"),
+              ("eps", "float, optional", "Added to the denominator, > 0 (default: 1e-8)"),
               ("weight_decay", "float, optional", "L2 penalty, >= 0 (default: 0)")],
              "lr=0.1", "np.float32(1.7881393e-07)")
 def rmsprop_step(p, g, state, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, workers=None, backend=None):
@@ -442,7 +461,7 @@ def rmsprop_step(p, g, state, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0
              "    p -= lr / (1 + (step - 1) lr_decay) * g / (sqrt(v) + eps).",
              [("lr", "float, optional", "The learning rate, >= 0 (default: 1e-2)"),
               ("lr_decay", "float, optional", "The learning rate's decay, >= 0 (default: 0)"),
-              ("eps", "float, optional", "Added to the denominator, >= 0 (default: 1e-10)"),
+              ("eps", "float, optional", "Added to the denominator, > 0 (default: 1e-10)"),
               ("weight_decay", "float, optional", "L2 penalty, >= 0 (default: 0)")] + _STEP,
              "lr=0.1, step=1", "np.float32(0.9)")
 def adagrad_step(p, g, state, *, lr=1e-2, lr_decay=0.0, eps=1e-10, weight_decay=0.0, step, workers=None,
