@@ -12,7 +12,8 @@
  * Non-finite guard: where the gradient is NaN or inf, or where an updated
  * state would not be finite (a gradient whose square overflows), the
  * parameter and the states keep their values (the states are coded again on
- * the block's new absmax) and the element is counted in *skipped. */
+ * the block's new absmax) and the element is counted in *skipped.
+ * Lion's momentum is coded by stochastic rounding (stochastic_codes). */
 #include <float.h>
 #include <math.h>
 #include "tiles.h"
@@ -111,14 +112,82 @@ SML_INLINE vf first_lanes(vf v, int64_t k) {
  * its codes are taken: fl32(1/absmax) would be inf, and every code an extreme. */
 #define TINY_ABSMAX_SCALE 0x1p64f
 
+/* The absmax m of a block of n updated states to take codes with: m itself,
+ * or for a subnormal m, m * TINY_ABSMAX_SCALE with the block scaled too. */
+SML_INLINE float absmax_for_codes(float *updated, int64_t n, float m) {
+    if (!(m > 0.0f && m < FLT_MIN)) return m;
+    for (int64_t i = 0; i < n; i++) updated[i] *= TINY_ABSMAX_SCALE;
+    return m * TINY_ABSMAX_SCALE;
+}
+
 /* codes = the nearest codes of a block's n updated states with absmax m. */
 SML_INLINE void codes_of_states(float *updated, int64_t n, float m, const int32_t *table, uint8_t zero_code,
                                 uint8_t *codes) {
-    if (m > 0.0f && m < FLT_MIN) {
-        for (int64_t i = 0; i < n; i++) updated[i] *= TINY_ABSMAX_SCALE;
-        m *= TINY_ABSMAX_SCALE;
+    codes_of_block(updated, n, absmax_for_codes(updated, n, m), table, NULL, 1, zero_code, codes);
+}
+
+/* Lion's momentum moves by 1 - beta2 (1%) of g - m per step, often less than
+ * half a code of the dynamic map, so that its nearest codes keep it still
+ * (tests/test_optim_torch.py, least squares: 1.50x float32 Lion's loss after
+ * 500 steps, as bitsandbytes' Lion8bit).  Its codes are rounded
+ * stochastically instead, to one of the two codes around the state with the
+ * probabilities that keep its mean (0.98x).  The random numbers hash each
+ * element's index with the step's number (murmur3's finalizer), so that every
+ * thread count and backend draws the same ones. */
+#define HASH_INDEX 0x9E3779B1u
+#define HASH_HIGH_INDEX 0x85EBCA77u
+#define HASH_STEP 0xC2B2AE3Du
+#define HASH_MIX1 0x85EBCA6Bu
+#define HASH_MIX2 0xC2B2AE35u
+
+/* Uniform numbers in [0, 1) (multiples of 2^-24) for the elements whose
+ * indices have low 32 bits `low` and whose other bits and step give `salt`. */
+SML_INLINE vf uniform_lanes(vi low, uint32_t salt) {
+    vi h = vi_xor(vi_mul(low, vi_set1((int32_t)HASH_INDEX)), vi_set1((int32_t)salt));
+    h = vi_mul(vi_xor(h, vi_shift_right(h, 16)), vi_set1((int32_t)HASH_MIX1));
+    h = vi_mul(vi_xor(h, vi_shift_right(h, 13)), vi_set1((int32_t)HASH_MIX2));
+    h = vi_xor(h, vi_shift_right(h, 16));
+    return vf_mul(vi_to_vf(vi_shift_right(h, 8)), vf_set1(0x1p-24f));
+}
+
+/* The code of each scaled state y: its nearest code, or the code on y's
+ * other side with probability |y - code| / (the gap between the two codes),
+ * where u < that probability. */
+SML_INLINE vi stochastic_codes(vf y, vf u, const int32_t *table, const vf_table256 *map) {
+    const vi nearest = codes_of_vector(y, table);
+    const vf at = vf_table256_lookup(map, nearest), one = vf_set1(1.0f), zero = vf_zero();
+    const vf side = vf_sub(vf_where_less(at, y, one, zero), vf_where_less(y, at, one, zero));
+    const vi other = vi_clamp(vi_add(nearest, vf_to_vi(side)), 0, 255);
+    /* y = at (side 0) gives probability 0; y beyond the map's end (other =
+     * nearest) a probability of no consequence */
+    const vf gap = vf_max(vf_abs(vf_sub(vf_table256_lookup(map, other), at)), vf_set1(FLT_MIN));
+    return vi_where_less(u, vf_div(vf_abs(vf_sub(y, at)), gap), other, nearest);
+}
+
+/* codes = the stochastically rounded codes of a block's n updated states with
+ * absmax m, the block's first element being number `first` of the parameter.
+ * Blocks with an absmax above SUBNORMAL_RECIPROCAL_ABOVE (states beyond
+ * 2^126) take their nearest codes. */
+SML_INLINE void stochastic_codes_of_states(float *updated, int64_t n, float m, const int32_t *table,
+                                           const vf_table256 *map, uint8_t zero_code, int64_t first,
+                                           uint32_t step, uint8_t *codes) {
+    if (m > SUBNORMAL_RECIPROCAL_ABOVE) {
+        codes_of_block(updated, n, m, table, NULL, 1, zero_code, codes);
+        return;
     }
-    codes_of_block(updated, n, m, table, NULL, 1, zero_code, codes);
+    m = absmax_for_codes(updated, n, m);
+    const vf scale = vf_set1(m > 0.0f ? 1.0f / m : 0.0f);
+    for (int64_t i = 0; i < n; i += VF_LANES) {
+        const int64_t k = n - i;
+        /* blocks start at multiples of 64 elements, so a vector's indices share their high 32 bits */
+        const uint64_t index = (uint64_t)(first + i);
+        const uint32_t salt = (uint32_t)(index >> 32) * HASH_HIGH_INDEX ^ step * HASH_STEP;
+        const vf u = uniform_lanes(vi_add(vi_set1((int32_t)(uint32_t)index), vi_lane_numbers()), salt);
+        const vf y = vf_mul(k >= VF_LANES ? vf_load(updated + i) : vf_load_tail(updated + i, k, 0.0f), scale);
+        const vi q = stochastic_codes(y, u, table, map);
+        if (k >= VF_LANES) vi_store_u8(codes + i, q);
+        else vi_store_u8_tail(codes + i, k, q);
+    }
 }
 
 /* Stores the first k lanes of v (all for k >= VF_LANES). */
@@ -128,8 +197,9 @@ SML_INLINE void store_lanes(float *to, int64_t k, vf v) {
 }
 
 /* Blocks [first, end) of one optimizer: `lanes` is its update, `two_states`
- * whether it keeps a second state (Adam's v). */
-SML_INLINE void step_blocks(const struct optim_job *job, int64_t first, int64_t end, int two_states,
+ * whether it keeps a second state (Adam's v), `stochastic` whether its first
+ * state's codes are rounded stochastically (Lion's). */
+SML_INLINE void step_blocks(const struct optim_job *job, int64_t first, int64_t end, int two_states, int stochastic,
                             step_lanes (*lanes)(const struct sml_optim_step *, vf, vf, vf, vf)) {
     const struct sml_optim_step h = *job->step; /* a local copy: the stores to p cannot alias it */
     const vf_table256 map1 = vf_table256_load(job->map1);
@@ -165,7 +235,11 @@ SML_INLINE void step_blocks(const struct optim_job *job, int64_t first, int64_t 
         }
         const float new_absmax1 = vf_reduce_max(high1);
         job->absmax1[b] = new_absmax1;
-        codes_of_states(updated1, count, new_absmax1, job->table1, job->zero_code1, job->codes1 + start);
+        if (stochastic)
+            stochastic_codes_of_states(updated1, count, new_absmax1, job->table1, &map1, job->zero_code1, start,
+                                       (uint32_t)h.step, job->codes1 + start);
+        else
+            codes_of_states(updated1, count, new_absmax1, job->table1, job->zero_code1, job->codes1 + start);
         if (two_states) {
             const float new_absmax2 = vf_reduce_max(high2);
             job->absmax2[b] = new_absmax2;
@@ -176,9 +250,9 @@ SML_INLINE void step_blocks(const struct optim_job *job, int64_t first, int64_t 
 }
 
 /* sml_f32_u8_<name>__<isa>, the kernel of the catalog's "optim" signature. */
-#define SML_OPTIM_KERNEL(name, two_states, lanes)                                                                 \
+#define SML_OPTIM_KERNEL(name, two_states, stochastic, lanes)                                                     \
     static void name##_blocks(void *context, int64_t first, int64_t end) {                                     \
-        step_blocks(context, first, end, two_states, lanes);                                                    \
+        step_blocks(context, first, end, two_states, stochastic, lanes);                                        \
     }                                                                                                            \
     void SML_ISA_SUFFIX(sml_f32_u8_##name)(int64_t n, float *p, const float *g, int64_t blocksize,              \
                                            uint8_t *codes1, float *absmax1, const float *map1,                 \
@@ -192,9 +266,9 @@ SML_INLINE void step_blocks(const struct optim_job *job, int64_t first, int64_t 
         run_tasks((n + blocksize - 1) / blocksize, n, workers, name##_blocks, &job);                           \
     }
 
-SML_OPTIM_KERNEL(adam_step, 1, adam_lanes)
-SML_OPTIM_KERNEL(momentum_step, 0, momentum_lanes)
-SML_OPTIM_KERNEL(lion_step, 0, lion_lanes)
-SML_OPTIM_KERNEL(rms_step, 0, rms_lanes)
+SML_OPTIM_KERNEL(adam_step, 1, 0, adam_lanes)
+SML_OPTIM_KERNEL(momentum_step, 0, 0, momentum_lanes)
+SML_OPTIM_KERNEL(lion_step, 0, 1, lion_lanes)
+SML_OPTIM_KERNEL(rms_step, 0, 0, rms_lanes)
 
 SML_TILES(optim, VF_LANES)

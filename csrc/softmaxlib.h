@@ -133,4 +133,5 @@ struct sml_optim_step {
     float correction2; /* Adam: 1 / sqrt(1 - beta2^t), a factor of sqrt(v) */
     int32_t first;     /* momentum: the first step (b = g) */
     int32_t nesterov;  /* momentum: Nesterov's update */
+    int32_t step;      /* Lion: the step's number, which seeds its stochastic rounding */
 };

@@ -234,6 +234,24 @@ SML_INLINE vi vi_load_u8_tail(const uint8_t *p, int64_t k) {
     return vi_load_u8(bytes);
 }
 
+/* Integer lane arithmetic (32 bits, wrapping), for the optimizers' stochastic rounding. */
+SML_INLINE vi vi_set1(int32_t a) { return _mm256_set1_epi32(a); }
+SML_INLINE vi vi_lane_numbers(void) { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+SML_INLINE vi vi_add(vi a, vi b) { return _mm256_add_epi32(a, b); }
+SML_INLINE vi vi_mul(vi a, vi b) { return _mm256_mullo_epi32(a, b); }
+SML_INLINE vi vi_xor(vi a, vi b) { return _mm256_xor_si256(a, b); }
+SML_INLINE vi vi_shift_right(vi a, int bits) { return _mm256_srli_epi32(a, bits); }
+SML_INLINE vi vi_clamp(vi a, int32_t low, int32_t high) {
+    return _mm256_min_epi32(_mm256_max_epi32(a, _mm256_set1_epi32(low)), _mm256_set1_epi32(high));
+}
+SML_INLINE vf vi_to_vf(vi a) { return _mm256_cvtepi32_ps(a); }
+SML_INLINE vi vf_to_vi(vf a) { return _mm256_cvtps_epi32(a); }
+/* v < limit ? a : b, lane by lane, for integer lanes (an ordered compare). */
+SML_INLINE vi vi_where_less(vf v, vf limit, vi a, vi b) {
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(b), _mm256_castsi256_ps(a),
+                                                _mm256_cmp_ps(v, limit, _CMP_LT_OQ)));
+}
+
 /* Whether dequantize writes large outputs with non-temporal stores: on Zen 5
  * they make AVX2's slower (2.25 against 3.54 G elements/s at n = 2^24,
  * B = 256; equal at B = 4096), its vectors being assembled from scalar loads. */

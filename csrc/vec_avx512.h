@@ -190,6 +190,25 @@ SML_INLINE vi vi_load_u8_tail(const uint8_t *p, int64_t k) {
     return _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(tail_mask(k), p));
 }
 
+/* Integer lane arithmetic (32 bits, wrapping), for the optimizers' stochastic rounding. */
+SML_INLINE vi vi_set1(int32_t a) { return _mm512_set1_epi32(a); }
+SML_INLINE vi vi_lane_numbers(void) {
+    return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+SML_INLINE vi vi_add(vi a, vi b) { return _mm512_add_epi32(a, b); }
+SML_INLINE vi vi_mul(vi a, vi b) { return _mm512_mullo_epi32(a, b); }
+SML_INLINE vi vi_xor(vi a, vi b) { return _mm512_xor_si512(a, b); }
+SML_INLINE vi vi_shift_right(vi a, int bits) { return _mm512_srli_epi32(a, (unsigned)bits); }
+SML_INLINE vi vi_clamp(vi a, int32_t low, int32_t high) {
+    return _mm512_min_epi32(_mm512_max_epi32(a, _mm512_set1_epi32(low)), _mm512_set1_epi32(high));
+}
+SML_INLINE vf vi_to_vf(vi a) { return _mm512_cvtepi32_ps(a); }
+SML_INLINE vi vf_to_vi(vf a) { return _mm512_cvtps_epi32(a); }
+/* v < limit ? a : b, lane by lane, for integer lanes (an ordered compare). */
+SML_INLINE vi vi_where_less(vf v, vf limit, vi a, vi b) {
+    return _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(v, limit, _CMP_LT_OQ), b, a);
+}
+
 /* Whether dequantize writes large outputs with non-temporal stores: on Zen 5
  * they take it from 5.4 to 6.3 G elements/s at n = 2^24, B = 256 (7.2 to 8.8
  * at B = 4096). */

@@ -267,6 +267,36 @@ def nearest_codes_of_state(values, code, blocksize):
     return q, absmax
 
 
+def uniform_of_elements(indices, step):
+    """The kernels' uniform numbers of Lion's stochastic rounding (csrc/optim_kernels.h): murmur3's
+    finalizer over each element's index and the step's number, in 32-bit wrapping arithmetic."""
+    mask = np.uint64(0xFFFFFFFF)
+    index = np.asarray(indices, np.uint64)
+    salt = ((index >> np.uint64(32)) * np.uint64(0x85EBCA77) & mask) ^ np.uint64(step * 0xC2B2AE3D & 0xFFFFFFFF)
+    h = ((index & mask) * np.uint64(0x9E3779B1) & mask) ^ salt
+    h = ((h ^ (h >> np.uint64(16))) * np.uint64(0x85EBCA6B)) & mask
+    h = ((h ^ (h >> np.uint64(13))) * np.uint64(0xC2B2AE35)) & mask
+    h ^= h >> np.uint64(16)
+    return (h >> np.uint64(8)).astype(np.float64) * 2.0**-24
+
+
+def stochastic_codes_of_state(values, code, blocksize, step):
+    """(codes, absmax, margin) of float64 state values by Lion's stochastic rounding: from the
+    nearest code, the code on the value's other side where u < |y - nearest| / (the gap between the
+    two), with y = value / absmax and u = uniform_of_elements; margin = |u - that probability| * the
+    gap (how far y is from the value where the decision goes the other way)."""
+    nearest, absmax = nearest_codes_of_state(values, code, blocksize)
+    code = np.asarray(code, np.float64)
+    scale = np.repeat(np.where(absmax > 0, absmax, 1.0), blocksize)[:values.size]
+    y = np.asarray(values, np.float64) / scale
+    at = code[nearest]
+    other = np.clip(nearest.astype(int) + np.sign(y - at).astype(int), 0, 255)
+    gap = np.abs(code[other] - at)
+    probability = np.where(gap > 0, np.abs(y - at) / np.where(gap > 0, gap, 1), 0.0)
+    u = uniform_of_elements(np.arange(values.size), step)
+    return np.where(u < probability, other, nearest).astype(np.uint8), absmax, np.abs(u - probability) * gap
+
+
 # ------------------------------------------------------------------ measures
 
 

@@ -97,7 +97,7 @@ def _optimizer_step_on_random_input(kernel, call, rng):
              "rmsprop": {"lr": 1e-2, "alpha": 0.9, "eps": 1e-8, "weight_decay": 0.1}}[optimizer]
     constants = {"adamw": lambda: softmaxlib.optim.adam_constants(decoupled=True, **hyper),
                  "sgd": lambda: softmaxlib.optim.sgd_constants(**hyper),
-                 "lion": lambda: softmaxlib.optim.lion_constants(**hyper),
+                 "lion": lambda: softmaxlib.optim.lion_constants(**hyper, step=3),
                  "rmsprop": lambda: softmaxlib.optim.rmsprop_constants(**hyper)}[optimizer]()
     expected = getattr(oracle, kernel.oracle)(p, g, *before, **hyper, **({"decoupled": True} if optimizer == "adamw"
                                                                            else {}))

@@ -52,7 +52,7 @@ GRADIENT_ROUNDING = 2.0**-22  # relative to |g| + wd |p|: fl32(g + fl32(wd32 p))
 SIGN_ROUNDING = 2.0**-21  # relative to b1 |m| + (1 - b1) |g|: Lion's c is within 2^-22 of it
 OVERFLOW_MARGIN = 2.0**-16  # relative to FLT_MAX: float64 values this close may round either way
 WORKERS = (1, 2, 3, 7)
-TAKES_STEP = ("adam", "adamw", "sgd", "adagrad")  # lion_step and rmsprop_step take no step number
+TAKES_STEP = ("adam", "adamw", "sgd", "lion", "adagrad")  # rmsprop_step takes no step number
 
 # The vector widths of the optimizer kernels (csrc/tiles.h), for sizes around them.
 LANES = sorted({sizes[0] for sizes in zoo.tiles("optim").values()}) or [8, 16]
@@ -290,13 +290,17 @@ def _expected_step(optimizer, hyper, step, p, g, state):
     return Expected(low, high, np.where(skipped, np.abs(p), p_scale), new_states, state_scales, skipped, possibly)
 
 
-def assert_codes_match(codes, absmax, values, scales, code, blocksize, context):
+def assert_codes_match(codes, absmax, values, scales, code, blocksize, context, stochastic_step=None):
     """8-bit state (codes, absmax) against float64 values known within STATE_ULPS ULPs of `scales`:
     absmax within the largest error of its block, and each code the nearest to some scaled value
-    within the error of values / absmax (see the module's docstring)."""
+    within the error of values / absmax (see the module's docstring). With stochastic_step (Lion's
+    momentum at that step), each code one of the two around such a value, and the oracle's own
+    choice where its decision is further than that error from going the other way."""
     n = values.size
     error = STATE_ULPS * ulp32(scales)
     expected_codes, expected_absmax = oracle.nearest_codes_of_state(values, code, blocksize)
+    if stochastic_step is not None:
+        expected_codes, _, margin = oracle.stochastic_codes_of_state(values, code, blocksize, stochastic_step)
     blocks = expected_absmax.size
     padded = np.zeros(blocks * blocksize)
     padded[:n] = error
@@ -314,19 +318,25 @@ def assert_codes_match(codes, absmax, values, scales, code, blocksize, context):
     midpoints = (code.astype(F64)[:-1] + code.astype(F64)[1:]) / 2
     lowest = np.searchsorted(midpoints, y - tolerance, side="left")
     highest = np.searchsorted(midpoints, y + tolerance, side="left")
+    exact = decided & (lowest == highest)
+    if stochastic_step is not None:  # the codes around: below the lowest value, above the highest
+        lowest = np.clip(np.searchsorted(code.astype(F64), y - tolerance, side="right") - 1, 0, 255)
+        highest = np.clip(np.searchsorted(code.astype(F64), y + tolerance, side="left"), 0, 255)
+        # y's error, and the float32 probability's (a few roundings of a number below 1) times the gap (<= 2)
+        exact &= margin > 2 * tolerance + 2.0**-20
     q = codes.reshape(-1).astype(int)
     wrong = decided & ((q < lowest) | (q > highest))
     assert not wrong.any(), (
         f"{context}: {wrong.sum()} codes are not the nearest, the first at {np.argmax(wrong)}: "
         f"{q[np.argmax(wrong)]} for the state {values[np.argmax(wrong)]!r} (the oracle's code "
         f"{expected_codes[np.argmax(wrong)]}, any of {lowest[np.argmax(wrong)]}..{highest[np.argmax(wrong)]})")
-    exact = decided & (lowest == highest)
     np.testing.assert_array_equal(q[exact], expected_codes[exact], err_msg=context)
     return exact.sum() / max(decided.sum(), 1)
 
 
-def assert_step_matches(expected, p_before, p, state, skipped, context):
-    """The step's outputs against the float64 reference (the bounds of the module's docstring)."""
+def assert_step_matches(expected, p_before, p, state, skipped, context, stochastic_step=None):
+    """The step's outputs against the float64 reference (the bounds of the module's docstring);
+    stochastic_step: Lion's step number, whose first state's codes are rounded stochastically."""
     p, p_before = p.reshape(-1), p_before.reshape(-1)
     assert not (expected.possibly_skipped & ~expected.skipped).any(), \
         f"{context}: a value within rounding of FLT_MAX (the test's inputs should avoid them)"
@@ -352,7 +362,7 @@ def assert_step_matches(expected, p_before, p, state, skipped, context):
     for k, (codes, absmax, code) in enumerate(((state.codes1, state.absmax1, state.map1),
                                                (state.codes2, state.absmax2, state.map2))[:state.states]):
         assert_codes_match(codes, absmax, expected.states[k], expected.state_scales[k], code, state.blocksize,
-                           f"{context}, state {k + 1}")
+                           f"{context}, state {k + 1}", stochastic_step)
 
 
 def checked_step(case, step, p, g, state, context, **keywords):
@@ -360,7 +370,8 @@ def checked_step(case, step, p, g, state, context, **keywords):
     expected = expected_step(case.optimizer, case.hyper, step, p, g, state)
     before = p.copy()
     skipped = run_step(case.optimizer, p, g, state, case.hyper, step, **keywords)
-    assert_step_matches(expected, before, p, state, skipped, f"{context}, step {step}")
+    assert_step_matches(expected, before, p, state, skipped, f"{context}, step {step}",
+                        step if case.optimizer == "lion" else None)
     return skipped
 
 
@@ -433,7 +444,7 @@ def test_most_codes_are_checked_exactly(rng):
         for k, (codes, absmax, code) in enumerate(((state.codes1, state.absmax1, state.map1),
                                                    (state.codes2, state.absmax2, state.map2))[:state.states]):
             fraction = assert_codes_match(codes, absmax, expected.states[k], expected.state_scales[k], code,
-                                          blocksize, name)
+                                          blocksize, name, 3 if case.optimizer == "lion" else None)
             assert fraction >= 0.99, f"{name}, state {k + 1}: only {fraction:.1%} of the codes checked exactly"
 
 
@@ -1046,3 +1057,23 @@ def test_a_block_of_tiny_states_gets_the_nearest_codes(backend):
     g[:3] = [1e-39, 3e-40, -5e-40]
     state = optim.init_state("sgd", n, blocksize=64, min_8bit_size=0)
     checked_step(CASES["sgd"], 1, p, g, state, "tiny momentum", backend=backend)
+
+
+def test_lion_rounds_its_momentum_stochastically_keeping_its_mean(backend):
+    """Lion's 8-bit momentum takes one of the two codes around each state, so that its mean stays
+    the state's: blocks of one large and 63 equal small states (0.3 of the absmax, between two
+    codes) store the small ones on both codes, with a mean within 4 sigma of 0.3. Nearest codes
+    would store them all on the nearer code, off by its distance."""
+    n, blocksize, beta2 = 64 * 2048, 64, 0.99
+    g = np.full(n, 0.3, np.float32)
+    g[::blocksize] = 1.0
+    state = optim.init_state("lion", n, blocksize=blocksize, min_8bit_size=0)
+    optim.lion_step(np.zeros(n, np.float32), g, state, lr=1e-3, betas=(0.9, beta2), step=1, backend=backend)
+    small = np.ones(n, bool)
+    small[::blocksize] = False
+    stored = state.dequantized()[0][small].astype(np.float64) / (np.float32(1 - beta2) * np.float64(1.0))
+    code = state.map1.astype(np.float64)
+    below, above = code[code <= 0.3].max(), code[code > 0.3].min()
+    assert set(np.round(stored, 5)) == {round(below, 5), round(above, 5)}
+    sigma = (above - below) / 2 / np.sqrt(small.sum())
+    assert abs(stored.mean() - 0.3) < 4 * sigma, (stored.mean(), below, above)

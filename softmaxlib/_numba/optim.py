@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit
 
 from ._rows import FLT_MIN, ONE, ZERO, f32
-from .quant import codes_of_block
+from .quant import SUBNORMAL_RECIPROCAL_ABOVE, codes_of_block, codes_of_scaled
 
 ADAM, MOMENTUM, LION, RMS = range(4)
 TINY_ABSMAX_SCALE = f32(2.0**64)  # csrc/optim_kernels.h
@@ -57,9 +57,52 @@ def codes_of_states(updated, m, tables, codes, scratch):
     codes_of_block(updated, m, tables[0], tables[1], tables[2], tables[3], codes, scratch)
 
 
+# Lion's stochastic rounding (csrc/optim_kernels.h explains it): murmur3's finalizer over the
+# element's index and the step's number, in 32-bit wrapping arithmetic
+HASH_INDEX, HASH_HIGH_INDEX, HASH_STEP = 0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D
+HASH_MIX1, HASH_MIX2 = 0x85EBCA6B, 0xC2B2AE35
+LOW32 = 0xFFFFFFFF
+UNIFORM_SCALE = f32(2.0**-24)
+
+
+@njit(cache=True, nogil=True)
+def uniform(index, step):
+    """The uniform number in [0, 1) of element `index` at `step`, as uniform_lanes in C."""
+    salt = ((index >> 32) * HASH_HIGH_INDEX & LOW32) ^ (step * HASH_STEP & LOW32)
+    h = ((index & LOW32) * HASH_INDEX & LOW32) ^ salt
+    h = ((h ^ (h >> 16)) * HASH_MIX1) & LOW32
+    h = ((h ^ (h >> 13)) * HASH_MIX2) & LOW32
+    h ^= h >> 16
+    return f32(h >> 8) * UNIFORM_SCALE
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def stochastic_codes_of_states(updated, m, tables, code, first, step, codes, scratch):
+    """codes = the stochastically rounded codes of a block's updated states with absmax m, its
+    first element being number `first`, as stochastic_codes_of_states in C."""
+    if m > SUBNORMAL_RECIPROCAL_ABOVE:
+        codes_of_block(updated, m, tables[0], tables[1], tables[2], tables[3], codes, scratch)
+        return
+    if ZERO < m < FLT_MIN:
+        for i in range(updated.size):
+            updated[i] *= TINY_ABSMAX_SCALE
+        m *= TINY_ABSMAX_SCALE
+    inverse = ONE / m if m > ZERO else ZERO
+    for i in range(updated.size):
+        scratch[i] = updated[i] * inverse
+    codes_of_scaled(scratch, tables[0], tables[1], tables[2], tables[3], codes)
+    for i in range(updated.size):
+        y, nearest = scratch[i], np.int64(codes[i])
+        at = code[nearest]
+        other = min(max(nearest + (1 if at < y else 0) - (1 if y < at else 0), 0), 255)
+        gap = max(abs(code[other] - at), FLT_MIN)
+        if uniform(first + i, step) < abs(y - at) / gap:
+            codes[i] = other
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def step_f32(rule, p, g, blocksize, codes1, absmax1, map1, tables1, codes2, absmax2, map2, tables2, floats, first,
-             nesterov):
+             nesterov, step):
     """One step of `rule` over every block, as step_blocks in C; returns the skipped count.
     tablesK: (table, midpoints, single_compare, zero_code) of state K's map."""
     two_states = rule == ADAM
@@ -83,7 +126,11 @@ def step_f32(rule, p, g, blocksize, codes1, absmax1, map1, tables1, codes2, absm
             high2 = max(high2, abs(s2))
         k = stop - start
         absmax1[b] = high1
-        codes_of_states(updated1[:k], high1, tables1, codes1[start:stop], scratch[:k])
+        if rule == LION:
+            stochastic_codes_of_states(updated1[:k], high1, tables1, map1, start, step, codes1[start:stop],
+                                       scratch[:k])
+        else:
+            codes_of_states(updated1[:k], high1, tables1, codes1[start:stop], scratch[:k])
         if two_states:
             absmax2[b] = high2
             codes_of_states(updated2[:k], high2, tables2, codes2[start:stop], scratch[:k])
@@ -113,7 +160,7 @@ def _step(rule, p, g, state, constants):
     codes2 = state.codes2 if second else state.codes1
     return step_f32(rule, p, g, state.blocksize, state.codes1, state.absmax1, state.map1, tables[0],
                     codes2, state.absmax2 if second else state.absmax1, state.map2 if second else state.map1,
-                    tables[-1], floats, bool(constants.first), bool(constants.nesterov))
+                    tables[-1], floats, bool(constants.first), bool(constants.nesterov), constants.step)
 
 
 def f32_u8_adam_step(p, g, state, constants):

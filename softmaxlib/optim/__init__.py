@@ -65,6 +65,7 @@ class StepConstants(NamedTuple):
     correction2: float = 1.0
     first: int = 0
     nesterov: int = 0
+    step: int = 0
 
 
 def _check_blocksize(blocksize):
@@ -279,11 +280,12 @@ def sgd_constants(lr, momentum, dampening, nesterov, weight_decay, step):
                          first=int(_step_number(step) == 1), nesterov=int(bool(nesterov)))
 
 
-def lion_constants(lr, betas, weight_decay):
+def lion_constants(lr, betas, weight_decay, step):
     lr, weight_decay = _real(lr, "learning rate"), _real(weight_decay, "weight_decay value")
     beta1, beta2 = _betas(betas)
+    # the step's number seeds the stochastic rounding of the momentum (csrc/optim_kernels.h), in 32 bits
     return StepConstants(lr=lr, beta1=beta1, gain1=1.0 - beta1, beta2=beta2, gain2=1.0 - beta2,
-                         decay=1.0 - lr * weight_decay)
+                         decay=1.0 - lr * weight_decay, step=_step_number(step) % 2**31)
 
 
 def rmsprop_constants(lr, alpha, eps, weight_decay):
@@ -434,14 +436,17 @@ def sgd_step(p, g, state, *, lr=1e-3, momentum=0.9, dampening=0.0, nesterov=Fals
 
 
 @_documented("lion", "One step of Lion (Chen et al., 2023) on p and its 8-bit (or float32) momentum.",
-             "c = b1 m + (1 - b1) g; p = p (1 - lr wd) - lr sign(c); m = b2 m + (1 - b2) g.",
+             "c = b1 m + (1 - b1) g; p = p (1 - lr wd) - lr sign(c); m = b2 m + (1 - b2) g.\n"
+             "    The 8-bit momentum is rounded stochastically (its mean kept: nearest codes would\n"
+             "    stall it), from random numbers that hash each element's index with the step.",
              [("lr", "float, optional", "The learning rate, >= 0 (default: 1e-4)"),
               ("betas", "(float, float), optional", "The interpolation and decay rates, each in [0, 1) "
                                                     "(default: (0.9, 0.99))"),
-              ("weight_decay", "float, optional", "Decoupled weight decay, >= 0 (default: 0)")],
-             "lr=0.1", "np.float32(0.9)")
-def lion_step(p, g, state, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, workers=None, backend=None):
-    return _run("lion", p, g, state, lion_constants(lr, betas, weight_decay), workers, backend)
+              ("weight_decay", "float, optional", "Decoupled weight decay, >= 0 (default: 0)"),
+              ("step", "int", "The step's number, from 1 (it seeds the stochastic rounding)")],
+             "lr=0.1, step=1", "np.float32(0.9)")
+def lion_step(p, g, state, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, step, workers=None, backend=None):
+    return _run("lion", p, g, state, lion_constants(lr, betas, weight_decay, step), workers, backend)
 
 
 @_documented("rmsprop", "One step of RMSprop on p and its 8-bit (or float32) mean square.",

@@ -491,11 +491,11 @@ class Lion8bit(_Optimizer8bit):
                          workers)
 
     def _validate(self, group):
-        lion_constants(group["lr"], group["betas"], group["weight_decay"])
+        lion_constants(group["lr"], group["betas"], group["weight_decay"], 1)
 
     def _update(self, p, g, state, group, step):
         return lion_step(p, g, state, lr=group["lr"], betas=group["betas"], weight_decay=group["weight_decay"],
-                         workers=self.workers)
+                         step=step, workers=self.workers)
 
 
 @_documented("RMSprop with an 8-bit mean square.", "torch.optim.RMSprop (without momentum, not centered)",
