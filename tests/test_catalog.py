@@ -95,10 +95,10 @@ def _optimizer_step_on_random_input(kernel, call, rng):
                      "step": 3},
              "lion": {"lr": 1e-2, "betas": (0.9, 0.99), "weight_decay": 0.1},
              "rmsprop": {"lr": 1e-2, "alpha": 0.9, "eps": 1e-8, "weight_decay": 0.1}}[optimizer]
-    constants = {"adamw": lambda: softmaxlib.optim.adam_constants(decoupled=True, **hyper),
-                 "sgd": lambda: softmaxlib.optim.sgd_constants(**hyper),
-                 "lion": lambda: softmaxlib.optim.lion_constants(**hyper, step=3),
-                 "rmsprop": lambda: softmaxlib.optim.rmsprop_constants(**hyper)}[optimizer]()
+    constants = {"adamw": lambda: softmaxlib.optim._adam_constants(decoupled=True, **hyper),
+                 "sgd": lambda: softmaxlib.optim._sgd_constants(**hyper),
+                 "lion": lambda: softmaxlib.optim._lion_constants(**hyper, step=3),
+                 "rmsprop": lambda: softmaxlib.optim._rmsprop_constants(**hyper)}[optimizer]()
     expected = getattr(oracle, kernel.oracle)(p, g, *before, **hyper, **({"decoupled": True} if optimizer == "adamw"
                                                                            else {}))
     call(p, g, state, constants)

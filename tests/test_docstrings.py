@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import softmaxlib
-from softmaxlib import _codebooks, _runtime, _threads, diagnostics, quant, stablemax, three_pass, two_pass
+from softmaxlib import _codebooks, _runtime, _threads, diagnostics, optim, quant, stablemax, three_pass, two_pass
 
-SUBMODULES = (three_pass, two_pass, stablemax, quant, diagnostics)
+SUBMODULES = (three_pass, two_pass, stablemax, quant, diagnostics, optim)
 # Where the public functions' docstrings are defined: softmaxlib re-exports runtime_info and
 # show_runtime from _runtime, quant create_dynamic_map and create_linear_map from _codebooks.
 DOCTEST_MODULES = (softmaxlib, _runtime, _codebooks, _threads) + SUBMODULES

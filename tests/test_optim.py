@@ -1045,7 +1045,7 @@ def test_skipped_count_of_a_partial_vector_is_the_same_everywhere():
         p, g = np.ones(n, np.float32), np.ones(n, np.float32)
         state = optim.init_state("sgd", n, min_8bit_size=0)
         optim.sgd_step(p, g, state, lr=0.1, step=1, backend=backend)
-        constants = optim.StepConstants(lr=0.1, beta1=float("inf"), gain1=1.0)
+        constants = optim._StepConstants(lr=0.1, beta1=float("inf"), gain1=1.0)
         counts[backend] = _bindings.bound("momentum_step", backend)(p, g, state, constants)
     assert set(counts.values()) == {n}, counts
 

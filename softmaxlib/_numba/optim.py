@@ -150,7 +150,7 @@ def step_float_states(rule, p, g, state1, state2, floats, first, nesterov):
 
 
 # ------------------------------------------------------------------ twins: {dtype}_{kernel id}
-# state: a softmaxlib.optim.State8bit; constants: a softmaxlib.optim StepConstants
+# state: a softmaxlib.optim.State8bit; constants: a softmaxlib.optim _StepConstants
 
 
 def _step(rule, p, g, state, constants):

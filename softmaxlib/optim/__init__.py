@@ -37,8 +37,28 @@ MIN_8BIT_SIZE = 4096
 
 
 def dynamic_map(signed):
-    """bitsandbytes' dynamic map, signed or unsigned (softmaxlib.quant.create_dynamic_map), built on
-    first use (the unsigned one takes 13 ms) and shared: every state holds a copy."""
+    """bitsandbytes' dynamic map of the optimizer states, signed or unsigned.
+
+    The map of softmaxlib.quant.create_dynamic_map(signed), built on first use (the unsigned one
+    takes 13 ms) and shared: do not modify it (every state holds a copy).
+
+    Parameters
+    ----------
+    signed : bool
+        The signed map (first moments, momenta) or the unsigned one (second moments, sums of
+        squares).
+
+    Returns
+    -------
+    ndarray
+        256 sorted float32 values, from -0.99296874 (signed) or 0 (unsigned) to 1.
+
+    Examples
+    --------
+    >>> from softmaxlib import optim
+    >>> optim.dynamic_map(signed=False)[[0, 255]]
+    array([0., 1.], dtype=float32)
+    """
     return _codebooks._dynamic_map(bool(signed), 7, 8)
 
 # optimizer: (its kernel, whether each of its states is signed)
@@ -52,7 +72,7 @@ OPTIMIZERS = {
 }
 
 
-class StepConstants(NamedTuple):
+class _StepConstants(NamedTuple):
     """The constants of one step in float32, the fields of struct sml_optim_step (csrc/softmaxlib.h)."""
     lr: float
     beta1: float = 0.0
@@ -96,14 +116,47 @@ def _optimizer(optimizer):
 
 
 class State8bit:
-    """The 8-bit states of one parameter array: per state, uint8 codes (one per element, flat in
-    C order, or of any shape with as many elements), float32 absmax (one per block of
-    `blocksize`) and its map (256 sorted float32 with an exact single-compare search, as
-    bitsandbytes' dynamic maps). codes2/absmax2/map2 are None for the one-state optimizers.
+    """The 8-bit states of one parameter array, updated in place by the steps.
 
-    The arrays are used as they are, never copied (a torch optimizer passes views of its
-    tensors), so they must have exactly these dtypes and be C-contiguous and writable.
-    init_state() makes the zero state of an optimizer.
+    Per state: uint8 codes (one per element, in C order), float32 absmax (one per block of
+    `blocksize`) and its map (256 sorted float32 values with an exact single-compare search, as
+    bitsandbytes' dynamic maps). The arrays are used as they are, never copied (the torch
+    optimizers pass views of their tensors), so they must have exactly these dtypes and be
+    C-contiguous and writable. init_state() makes the zero state of an optimizer.
+
+    Parameters
+    ----------
+    codes1, absmax1, map1 : ndarray
+        The first state: uint8 codes of any shape, float32 absmax of shape (blocks,), finite and
+        >= 0, and its float32 map of shape (256,).
+    codes2, absmax2, map2 : ndarray, optional
+        The second state (Adam's v), the same way; None for the one-state optimizers.
+    blocksize : int, optional
+        Elements per block, a multiple of 64 from 64 to 4096 (default: 256).
+
+    Attributes
+    ----------
+    size : int
+        The number of parameters.
+    states : int
+        1 or 2.
+    tables : tuple
+        The search tables of the maps (softmaxlib/_codebooks.py), built once per map.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For arrays of another dtype, shape or layout, a map that is not 256 sorted finite values
+        with a single-compare search, a non-finite or negative absmax, or a bad blocksize.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import optim
+    >>> state = optim.State8bit(np.full(512, 127, np.uint8), np.zeros(2, np.float32),
+    ...                         optim.dynamic_map(signed=True).copy())
+    >>> state, state.nbytes
+    (State8bit(size=512, states=1, blocksize=256), 520)
     """
 
     def __init__(self, codes1, absmax1, map1, codes2=None, absmax2=None, map2=None, *, blocksize=256):
@@ -132,19 +185,60 @@ class State8bit:
 
     @property
     def nbytes(self):
-        """The bytes of the codes and the absmax arrays (the maps are shared)."""
+        """The bytes of the codes and of the absmax arrays (not the maps': 1 KiB each)."""
         return sum(a.nbytes for a in (self.codes1, self.absmax1, self.codes2, self.absmax2) if a is not None)
 
     def dequantized(self):
-        """The states' values, float32 arrays of `size` (a tuple of one or two)."""
+        """The states' values: map[code] * absmax of each element's block.
+
+        Returns
+        -------
+        tuple of ndarray
+            One or two flat float32 arrays of `size` values.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from softmaxlib import optim
+        >>> state = optim.State8bit.quantized([np.array([0.5, -1.0] * 64, np.float32)], signed=[True], blocksize=64)
+        >>> state.dequantized()[0][:2]
+        array([ 0.50078124, -0.99296874], dtype=float32)
+        """
         return tuple(code[codes.reshape(-1)] * np.repeat(absmax, self.blocksize)[:self.size]
                      for codes, absmax, code in ((self.codes1, self.absmax1, self.map1),
                                                  (self.codes2, self.absmax2, self.map2)) if codes is not None)
 
     @classmethod
     def quantized(cls, values, signed, *, blocksize=256, workers=None, backend=None):
-        """The state holding `values` (one or two float32 arrays of equal size, finite) as their
-        nearest codes on the dynamic maps (signed[k]: state k's map is the signed one)."""
+        """The state holding given values, as their nearest codes on the dynamic maps.
+
+        Parameters
+        ----------
+        values : sequence of array_like
+            One or two arrays of equal size, finite (non-negative on the unsigned map).
+        signed : sequence of bool
+            For each state, whether its map is the signed dynamic map (else the unsigned one).
+        blocksize : int, optional
+            Elements per block, a multiple of 64 from 64 to 4096 (default: 256).
+        workers, backend : optional
+            Threads and backend of the quantization, as everywhere in softmaxlib.
+
+        Returns
+        -------
+        State8bit
+
+        Raises
+        ------
+        ValueError
+            For non-finite values, negative values on the unsigned map, or a bad blocksize.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from softmaxlib import optim
+        >>> optim.State8bit.quantized([np.ones(300), np.ones(300)], signed=[True, False])
+        State8bit(size=300, states=2, blocksize=256)
+        """
         if not 1 <= len(values) <= 2 or len(signed) != len(values):
             raise ValueError("a State8bit holds one or two states, with a map for each")
         blocksize = _check_blocksize(blocksize)
@@ -177,8 +271,22 @@ def _map(code, name):
 
 
 class State32bit:
-    """The float32 states of a parameter below min_8bit_size: state1, and state2 (Adam) or None.
-    Used as given (updated in place): float32, C-contiguous, writable."""
+    """The float32 states of a parameter of fewer than min_8bit_size elements.
+
+    Parameters
+    ----------
+    state1 : ndarray
+        The first state, float32, C-contiguous and writable (it is updated in place).
+    state2 : ndarray, optional
+        Adam's second state, the same way and of state1's shape; None for the others.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softmaxlib import optim
+    >>> optim.State32bit(np.zeros(100, np.float32))
+    State32bit(size=100, states=1)
+    """
 
     def __init__(self, state1, state2=None):
         self.state1 = _array(state1, np.float32, "state1")
@@ -194,6 +302,7 @@ class State32bit:
         return self.state1.nbytes + (0 if self.state2 is None else self.state2.nbytes)
 
     def dequantized(self):
+        """The states' values: flat views of state1 (and state2), as State8bit.dequantized()."""
         return (self.state1.reshape(-1),) if self.state2 is None else \
             (self.state1.reshape(-1), self.state2.reshape(-1))
 
@@ -202,10 +311,41 @@ class State32bit:
 
 
 def init_state(optimizer, size, *, blocksize=256, min_8bit_size=MIN_8BIT_SIZE, initial_accumulator_value=0.0):
-    """The initial state of `optimizer` ("adam", "adamw", "sgd", "lion", "rmsprop", "adagrad") for
-    a parameter of `size` elements (or an array, whose size is taken): a State8bit, or a
-    State32bit below min_8bit_size elements. Every state starts at 0, but Adagrad's sum of
-    squares at initial_accumulator_value (torch's)."""
+    """The initial state of an optimizer for a parameter array.
+
+    Every state starts at 0, but Adagrad's sum of squares at initial_accumulator_value (torch's).
+
+    Parameters
+    ----------
+    optimizer : str
+        "adam", "adamw", "sgd", "lion", "rmsprop" or "adagrad".
+    size : int or ndarray
+        The number of parameters, or the parameter array (its size is taken).
+    blocksize : int, optional
+        Elements per block of the 8-bit states, a multiple of 64 from 64 to 4096 (default: 256,
+        as bitsandbytes).
+    min_8bit_size : int, optional
+        Below this many elements, float32 states (default: 4096, as bitsandbytes).
+    initial_accumulator_value : float, optional
+        Adagrad's initial sum of squares, >= 0 (default: 0).
+
+    Returns
+    -------
+    State8bit or State32bit
+
+    Raises
+    ------
+    ValueError
+        For an unknown optimizer, a negative size, a bad blocksize or initial_accumulator_value.
+
+    Examples
+    --------
+    >>> from softmaxlib import optim
+    >>> optim.init_state("adamw", 1 << 20)
+    State8bit(size=1048576, states=2, blocksize=256)
+    >>> optim.init_state("sgd", 100)
+    State32bit(size=100, states=1)
+    """
     _, signed = OPTIMIZERS[_optimizer(optimizer)]
     blocksize = _check_blocksize(blocksize)
     size = size.size if isinstance(size, np.ndarray) else operator.index(size)
@@ -258,46 +398,46 @@ def _betas(betas, names=("beta1", "beta2")):
             _real(beta2, f"{names[1]} (betas[1])", 0.0, 1.0, high_open=True))
 
 
-def adam_constants(lr, betas, eps, weight_decay, step, decoupled):
+def _adam_constants(lr, betas, eps, weight_decay, step, decoupled):
     """Adam's (decoupled=False: weight decay as L2, g += wd p) or AdamW's (p *= 1 - lr wd) constants."""
     lr, eps = _real(lr, "learning rate"), _epsilon(eps)
     weight_decay, step = _real(weight_decay, "weight_decay value"), _step_number(step)
     beta1, beta2 = _betas(betas)
-    return StepConstants(lr=lr / (1.0 - beta1 ** step), beta1=beta1, gain1=1.0 - beta1, beta2=beta2,
+    return _StepConstants(lr=lr / (1.0 - beta1 ** step), beta1=beta1, gain1=1.0 - beta1, beta2=beta2,
                          gain2=1.0 - beta2, eps=eps, l2=0.0 if decoupled else weight_decay,
                          decay=1.0 - lr * weight_decay if decoupled else 1.0,
                          correction2=1.0 / math.sqrt(1.0 - beta2 ** step))
 
 
-def sgd_constants(lr, momentum, dampening, nesterov, weight_decay, step):
+def _sgd_constants(lr, momentum, dampening, nesterov, weight_decay, step):
     lr, weight_decay = _real(lr, "learning rate"), _real(weight_decay, "weight_decay value")
     momentum, dampening = _real(momentum, "momentum value"), _real(dampening, "dampening value", 0.0, 1.0)
     if momentum == 0.0:
         raise ValueError("SGD's 8-bit state is its momentum: momentum must be > 0 (plain SGD keeps no state)")
     if nesterov and dampening != 0.0:
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-    return StepConstants(lr=lr, beta1=momentum, gain1=1.0 - dampening, l2=weight_decay,
+    return _StepConstants(lr=lr, beta1=momentum, gain1=1.0 - dampening, l2=weight_decay,
                          first=int(_step_number(step) == 1), nesterov=int(bool(nesterov)))
 
 
-def lion_constants(lr, betas, weight_decay, step):
+def _lion_constants(lr, betas, weight_decay, step):
     lr, weight_decay = _real(lr, "learning rate"), _real(weight_decay, "weight_decay value")
     beta1, beta2 = _betas(betas)
     # the step's number seeds the stochastic rounding of the momentum (csrc/optim_kernels.h), in 32 bits
-    return StepConstants(lr=lr, beta1=beta1, gain1=1.0 - beta1, beta2=beta2, gain2=1.0 - beta2,
+    return _StepConstants(lr=lr, beta1=beta1, gain1=1.0 - beta1, beta2=beta2, gain2=1.0 - beta2,
                          decay=1.0 - lr * weight_decay, step=_step_number(step) % 2**31)
 
 
-def rmsprop_constants(lr, alpha, eps, weight_decay):
+def _rmsprop_constants(lr, alpha, eps, weight_decay):
     lr, eps = _real(lr, "learning rate"), _epsilon(eps)
     alpha, weight_decay = _real(alpha, "alpha value", 0.0, 1.0), _real(weight_decay, "weight_decay value")
-    return StepConstants(lr=lr, beta1=alpha, gain1=1.0 - alpha, eps=eps, l2=weight_decay)
+    return _StepConstants(lr=lr, beta1=alpha, gain1=1.0 - alpha, eps=eps, l2=weight_decay)
 
 
-def adagrad_constants(lr, lr_decay, eps, weight_decay, step):
+def _adagrad_constants(lr, lr_decay, eps, weight_decay, step):
     lr, eps = _real(lr, "learning rate"), _epsilon(eps)
     lr_decay, weight_decay = _real(lr_decay, "lr_decay value"), _real(weight_decay, "weight_decay value")
-    return StepConstants(lr=lr / (1.0 + (_step_number(step) - 1) * lr_decay), beta1=1.0, gain1=1.0, eps=eps,
+    return _StepConstants(lr=lr / (1.0 + (_step_number(step) - 1) * lr_decay), beta1=1.0, gain1=1.0, eps=eps,
                          l2=weight_decay)
 
 
@@ -405,19 +545,19 @@ _STEP = [("step", "int", "The step's number, from 1 (it drives the bias correcti
              "    m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;\n"
              "    p -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps).",
              _ADAM_HYPER + [("weight_decay", "float, optional", "L2 penalty, >= 0 (default: 0)")] + _STEP,
-             "lr=0.1, step=1", "np.float32(0.90000004)")
+             "lr=0.1, step=1", "np.float32(0.9)")
 def adam_step(p, g, state, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, step, workers=None,
               backend=None):
-    return _run("adam", p, g, state, adam_constants(lr, betas, eps, weight_decay, step, False), workers, backend)
+    return _run("adam", p, g, state, _adam_constants(lr, betas, eps, weight_decay, step, False), workers, backend)
 
 
 @_documented("adamw", "One step of AdamW on p and its 8-bit (or float32) state.",
              "torch.optim.AdamW's rule: p *= 1 - lr wd, then Adam's update without L2.",
              _ADAM_HYPER + [("weight_decay", "float, optional", "Decoupled weight decay, >= 0 (default: 1e-2)")]
-             + _STEP, "lr=0.1, step=1", "np.float32(0.89900005)")
+             + _STEP, "lr=0.1, step=1", "np.float32(0.899)")
 def adamw_step(p, g, state, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, step, workers=None,
                backend=None):
-    return _run("adamw", p, g, state, adam_constants(lr, betas, eps, weight_decay, step, True), workers, backend)
+    return _run("adamw", p, g, state, _adam_constants(lr, betas, eps, weight_decay, step, True), workers, backend)
 
 
 @_documented("sgd", "One step of SGD with momentum on p and its 8-bit (or float32) momentum.",
@@ -431,7 +571,7 @@ def adamw_step(p, g, state, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_dec
              "lr=0.1, step=1", "np.float32(0.95)")
 def sgd_step(p, g, state, *, lr=1e-3, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, step,
              workers=None, backend=None):
-    return _run("sgd", p, g, state, sgd_constants(lr, momentum, dampening, nesterov, weight_decay, step), workers,
+    return _run("sgd", p, g, state, _sgd_constants(lr, momentum, dampening, nesterov, weight_decay, step), workers,
                 backend)
 
 
@@ -446,7 +586,7 @@ def sgd_step(p, g, state, *, lr=1e-3, momentum=0.9, dampening=0.0, nesterov=Fals
               ("step", "int", "The step's number, from 1 (it seeds the stochastic rounding)")],
              "lr=0.1, step=1", "np.float32(0.9)")
 def lion_step(p, g, state, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, step, workers=None, backend=None):
-    return _run("lion", p, g, state, lion_constants(lr, betas, weight_decay, step), workers, backend)
+    return _run("lion", p, g, state, _lion_constants(lr, betas, weight_decay, step), workers, backend)
 
 
 @_documented("rmsprop", "One step of RMSprop on p and its 8-bit (or float32) mean square.",
@@ -458,7 +598,7 @@ def lion_step(p, g, state, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, step
               ("weight_decay", "float, optional", "L2 penalty, >= 0 (default: 0)")],
              "lr=0.1", "np.float32(1.7881393e-07)")
 def rmsprop_step(p, g, state, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, workers=None, backend=None):
-    return _run("rmsprop", p, g, state, rmsprop_constants(lr, alpha, eps, weight_decay), workers, backend)
+    return _run("rmsprop", p, g, state, _rmsprop_constants(lr, alpha, eps, weight_decay), workers, backend)
 
 
 @_documented("adagrad", "One step of Adagrad on p and its 8-bit (or float32) sum of squares.",
@@ -471,4 +611,4 @@ def rmsprop_step(p, g, state, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0
              "lr=0.1, step=1", "np.float32(0.9)")
 def adagrad_step(p, g, state, *, lr=1e-2, lr_decay=0.0, eps=1e-10, weight_decay=0.0, step, workers=None,
                  backend=None):
-    return _run("adagrad", p, g, state, adagrad_constants(lr, lr_decay, eps, weight_decay, step), workers, backend)
+    return _run("adagrad", p, g, state, _adagrad_constants(lr, lr_decay, eps, weight_decay, step), workers, backend)

@@ -50,9 +50,9 @@ except ImportError as error:
     raise ImportError('softmaxlib.optim.torch needs torch: pip install "softmaxlib[torch]"') from error
 
 from .. import _threads
-from . import (MIN_8BIT_SIZE, OPTIMIZERS, State8bit, State32bit, _check_blocksize, adagrad_constants, adagrad_step,
-               adam_constants, adam_step, adamw_step, dynamic_map, init_state, lion_constants, lion_step,
-               rmsprop_constants, rmsprop_step, sgd_constants, sgd_step)
+from . import (MIN_8BIT_SIZE, OPTIMIZERS, State8bit, State32bit, _adagrad_constants, _adam_constants,
+               _check_blocksize, _lion_constants, _rmsprop_constants, _sgd_constants, adagrad_step, adam_step,
+               adamw_step, dynamic_map, init_state, lion_step, rmsprop_step, sgd_step)
 
 __all__ = ["Adam8bit", "AdamW8bit", "SGD8bit", "Lion8bit", "RMSprop8bit", "Adagrad8bit"]
 
@@ -419,7 +419,7 @@ class Adam8bit(_Optimizer8bit):
                          min_8bit_size, workers)
 
     def _validate(self, group):
-        adam_constants(group["lr"], group["betas"], group["eps"], group["weight_decay"], 1,
+        _adam_constants(group["lr"], group["betas"], group["eps"], group["weight_decay"], 1,
                        decoupled=self._decoupled)
 
     def _update(self, p, g, state, group, step):
@@ -461,7 +461,7 @@ class SGD8bit(_Optimizer8bit):
                                       nesterov=nesterov), blocksize, min_8bit_size, workers)
 
     def _validate(self, group):
-        sgd_constants(group["lr"], group["momentum"], group["dampening"], group["nesterov"], group["weight_decay"], 1)
+        _sgd_constants(group["lr"], group["momentum"], group["dampening"], group["nesterov"], group["weight_decay"], 1)
 
     def _update(self, p, g, state, group, step):
         return sgd_step(p, g, state, lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
@@ -491,7 +491,7 @@ class Lion8bit(_Optimizer8bit):
                          workers)
 
     def _validate(self, group):
-        lion_constants(group["lr"], group["betas"], group["weight_decay"], 1)
+        _lion_constants(group["lr"], group["betas"], group["weight_decay"], 1)
 
     def _update(self, p, g, state, group, step):
         return lion_step(p, g, state, lr=group["lr"], betas=group["betas"], weight_decay=group["weight_decay"],
@@ -521,7 +521,7 @@ class RMSprop8bit(_Optimizer8bit):
 
     def _validate(self, group):
         _no_rmsprop_momentum(group.get("momentum", 0.0), group.get("centered", False))
-        rmsprop_constants(group["lr"], group["alpha"], group["eps"], group["weight_decay"])
+        _rmsprop_constants(group["lr"], group["alpha"], group["eps"], group["weight_decay"])
 
     def _update(self, p, g, state, group, step):
         return rmsprop_step(p, g, state, lr=group["lr"], alpha=group["alpha"], eps=group["eps"],
@@ -552,7 +552,7 @@ class Adagrad8bit(_Optimizer8bit):
                          min_8bit_size, workers)
 
     def _validate(self, group):
-        adagrad_constants(group["lr"], group["lr_decay"], group["eps"], group["weight_decay"], 1)
+        _adagrad_constants(group["lr"], group["lr_decay"], group["eps"], group["weight_decay"], 1)
         start = group["initial_accumulator_value"]
         if not (math.isfinite(start) and start >= 0.0):
             raise ValueError(f"Invalid initial_accumulator_value: {start}")
