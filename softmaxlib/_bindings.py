@@ -9,6 +9,7 @@ kernels take flat arrays. Nothing is checked here but the alignment: NumPy array
 any byte, C reads a float only at a multiple of 4, so the rare misaligned array is passed as an
 aligned copy (_run_realigned).
 """
+import copy
 import importlib
 import inspect
 
@@ -150,15 +151,31 @@ def _dequantize(kernel, backend):
     return run
 
 
+def _run_on_aligned_state(run, p, g, state, constants, workers, floats):
+    """run() on a copy of `state` whose float arrays (`floats`, some misaligned: a state may share
+    any arrays) are aligned copies, the absmax arrays copied back."""
+    aligned = copy.copy(state)
+    for name in floats:
+        setattr(aligned, name, getattr(state, name).copy())
+    skipped = run(p, g, aligned, constants, workers)
+    for name in floats:
+        if name.startswith("absmax"):
+            getattr(state, name)[...] = getattr(aligned, name)
+    return skipped
+
+
 def _optim(kernel, backend):
     c_function = getattr(_dispatch.lib, kernel.c_symbol(backend))
     ffi = _dispatch.ffi
 
     def run(p, g, state, constants, workers=1):
-        """One step on p (updated in place) and `state` (a softmaxlib.optim.State8bit, whose
-        arrays it allocated aligned) with the step's constants; returns the skipped count."""
+        """One step on p (updated in place) and `state` (a softmaxlib.optim.State8bit) with the
+        step's constants; returns the skipped count."""
         if not (p.flags.aligned and g.flags.aligned):
             return _run_realigned(run, (p, g, state, constants, workers), outputs=(0,))
+        floats = [name for name in ("absmax1", "map1", "absmax2", "map2") if getattr(state, name) is not None]
+        if not all(getattr(state, name).flags.aligned for name in floats):
+            return _run_on_aligned_state(run, p, g, state, constants, workers, floats)
         skipped = ffi.new("int64_t *")
         one = state.codes2 is None
         first, last = state.tables[0], state.tables[-1]
