@@ -22,12 +22,12 @@ _FAST_SOFTMAX = fast_path(lambda backend: _auto.choice("softmax", backend))
 _FAST_LOG_SOFTMAX = fast_path(lambda backend: _auto.choice("log_softmax", backend))
 
 
-def _auto_softmax(backend, n, rows, threads):
-    return _auto.kernel_id("softmax", backend, n, rows, threads)
+def _auto_softmax(backend, n, rows, threads):  # the kernel of every workers: _auto.deciding_threads
+    return _auto.kernel_id("softmax", backend, n, rows, _auto.deciding_threads())
 
 
 def _auto_log_softmax(backend, n, rows, threads):
-    return _auto.kernel_id("log_softmax", backend, n, rows, threads)
+    return _auto.kernel_id("log_softmax", backend, n, rows, _auto.deciding_threads())
 
 
 def softmax(x, axis=-1, *, out=None, backend=None, workers=None):

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from . import _bindings, _catalog, _dispatch, _threads
+from . import _auto, _bindings, _catalog, _dispatch, _threads
 
 try:
     from numpy.exceptions import AxisError
@@ -98,7 +98,8 @@ def fast_path(choice):
     backend. crossover: an int, the longest row in elements that runs `in cache`; or an
     _auto.Crossover, resolved on first use: rows of at most its `short` elements run in cache
     with no look-up, longer ones run `beyond` if its runs_beyond(n, rows, threads) says so
-    (the probe of the auto path, once per process).
+    for _auto.deciding_threads(), whatever the call's workers (the probe of the auto path, once
+    per process).
 
     The common case is an ndarray of native float32, C-contiguous and
     aligned, with at least one element, reduced along its last axis, and out None or a
@@ -120,7 +121,7 @@ def fast_path(choice):
         short, runs_beyond = crossover.short, crossover.runs_beyond
     stream_above = _dispatch.STREAM_ABOVE_BYTES // 4  # in float32 elements of y
     copy_up_to = COPY_IN_PLACE_UP_TO
-    default_threads, resolve_workers = _threads.DEFAULT, _threads.resolve
+    default_threads, resolve_workers, deciding_threads = _threads.DEFAULT, _threads.resolve, _auto.deciding_threads
     from_buffer, floats, ndarray, empty_like, may_share_memory = \
         ffi.from_buffer, _bindings.FLOATS, np.ndarray, np.empty_like, np.may_share_memory
 
@@ -136,7 +137,7 @@ def fast_path(choice):
             return None
         n = shape[-1]
         threads = default_threads[0] if workers is None else resolve_workers(workers)
-        if n > short and (runs_beyond is None or runs_beyond(n, size // n, threads)):
+        if n > short and (runs_beyond is None or runs_beyond(n, size // n, deciding_threads())):
             function = large_streaming if size > stream_above else large
         else:
             function = small_streaming if size > stream_above else small

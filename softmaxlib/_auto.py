@@ -119,6 +119,15 @@ def elements_in_flight(n, rows, threads):
     return n
 
 
+def deciding_threads():
+    """The thread count the public functions choose their kernel for, whatever a call's workers:
+    every available core (the default). The in-cache and beyond kernels give different bits, so a
+    choice made for the call's own workers made its result depend on them, against the promise of
+    docs/threading.md (tests/test_workers.py caught log_softmax on 3 rows of 2^18 + 5 switching
+    kernels between workers=1 and 2 when a noisy probe put the one-thread crossover below them)."""
+    return available_cores()
+
+
 def runs_beyond(function, backend, n, rows=1, threads=1):
     """Whether `rows` rows of n elements run the kernel beyond the crossover."""
     hand_set = set_cache_bytes()

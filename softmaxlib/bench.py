@@ -764,9 +764,9 @@ def _fixed_kernel(kernel_id):
 
 
 def _auto_kernel(function):
-    """kernel_of() of the auto path of `function`: its choice for rows of n on `workers` threads."""
+    """kernel_of() of the auto path of `function`: its choice for rows of n, whatever `workers`."""
     def kernel_of(backend, n, rows=1, workers=1):
-        return _auto.kernel_id(function, backend, n, rows, workers)
+        return _auto.kernel_id(function, backend, n, rows, _auto.deciding_threads())
 
     return kernel_of
 

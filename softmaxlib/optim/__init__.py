@@ -142,6 +142,8 @@ class State8bit:
         1 or 2.
     tables : tuple
         The search tables of the maps (softmaxlib/_codebooks.py), built once per map.
+    signed : tuple of bool
+        For each state, whether its map holds negative values.
 
     Raises
     ------
@@ -177,7 +179,9 @@ class State8bit:
             absmax = getattr(self, name)
             if absmax is not None and not (np.isfinite(absmax) & (absmax >= 0)).all():
                 raise ValueError(f"{name} must hold finite non-negative values (max |state| per block)")
-        self.tables = tuple(_codebooks.search_tables(m) for m in (self.map1, self.map2) if m is not None)
+        maps = [m for m in (self.map1, self.map2) if m is not None]
+        self.tables = tuple(_codebooks.search_tables(m) for m in maps)
+        self.signed = tuple(bool(m[0] < 0) for m in maps)
 
     @property
     def states(self):
@@ -469,11 +473,11 @@ def _run(optimizer, p, g, state, constants, workers, backend):
         raise ValueError(f"{optimizer} needs a state of {len(signed)} state(s) of {p.size} elements, not {state!r}")
     backend, workers = _dispatch.resolve(backend), _threads.resolve(workers)
     if isinstance(state, State8bit):
-        for k, (code, is_signed) in enumerate(zip((state.map1, state.map2), signed)):
-            if (code[0] < 0) != is_signed:  # a signed state on an unsigned map would lose every negative value
-                raise ValueError(f"{optimizer}'s state {k + 1} needs a {'signed' if is_signed else 'non-negative'} "
-                                 f"map (code[0] {'<' if is_signed else '>='} 0), not one from {code[0]} to "
-                                 f"{code[-1]}")
+        if state.signed != signed:  # a signed state on an unsigned map would lose every negative value
+            k = next(k for k in range(len(signed)) if state.signed[k] != signed[k])
+            code = (state.map1, state.map2)[k]
+            raise ValueError(f"{optimizer}'s state {k + 1} needs a {'signed' if signed[k] else 'non-negative'} "
+                             f"map (code[0] {'<' if signed[k] else '>='} 0), not one from {code[0]} to {code[-1]}")
         return _bindings.bound(kernel, backend)(p, g, state, constants, workers)
     from .._numba import optim as twins
     second = state.state2.reshape(-1) if state.state2 is not None else np.empty(p.size, np.float32)
