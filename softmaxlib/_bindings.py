@@ -174,11 +174,11 @@ def _optim(kernel, backend):
         step's constants; returns the skipped count."""
         if not (p.flags.aligned and g.flags.aligned):
             return _run_realigned(run, (p, g, state, constants, workers), outputs=(0,))
-        floats = [name for name in ("absmax1", "map1", "absmax2", "map2") if getattr(state, name) is not None]
-        if not all(getattr(state, name).flags.aligned for name in floats):
-            return _run_on_aligned_state(run, p, g, state, constants, workers, floats)
         arguments = state_arguments.get(state)
-        if arguments is None:
+        if arguments is None:  # a new state: checked once (its arrays never change), then its arguments kept
+            floats = [name for name in ("absmax1", "map1", "absmax2", "map2") if getattr(state, name) is not None]
+            if not all(getattr(state, name).flags.aligned for name in floats):
+                return _run_on_aligned_state(run, p, g, state, constants, workers, floats)
             arguments = state_arguments[state] = _state_arguments(ffi, state)
         skipped = ffi.new("int64_t *")
         c_function(p.size, ffi.from_buffer(FLOATS, p), ffi.from_buffer(FLOATS, g), *arguments,

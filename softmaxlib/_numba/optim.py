@@ -47,14 +47,21 @@ def element_step(rule, p, grad, s1, s2, floats, first, nesterov):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def absmax_for_codes(updated, m):
+    """The absmax to take a block's codes with, as absmax_for_codes in C: m itself, or for a
+    subnormal m (whose fl32(1/m) is inf), m * 2^64 with the block scaled too."""
+    if not ZERO < m < FLT_MIN:
+        return m
+    for i in range(updated.size):
+        updated[i] *= TINY_ABSMAX_SCALE
+    return m * TINY_ABSMAX_SCALE
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def codes_of_states(updated, m, tables, codes, scratch):
-    """codes = the nearest codes of a block's updated states with absmax m, as codes_of_states in
-    C: a subnormal m (whose fl32(1/m) is inf) scales the block by 2^64 first."""
-    if ZERO < m < FLT_MIN:
-        for i in range(updated.size):
-            updated[i] *= TINY_ABSMAX_SCALE
-        m *= TINY_ABSMAX_SCALE
-    codes_of_block(updated, m, tables[0], tables[1], tables[2], tables[3], codes, scratch)
+    """codes = the nearest codes of a block's updated states with absmax m, as codes_of_states in C."""
+    codes_of_block(updated, absmax_for_codes(updated, m), tables[0], tables[1], tables[2], tables[3], codes,
+                   scratch)
 
 
 # Lion's stochastic rounding (csrc/optim_kernels.h explains it): murmur3's finalizer over the
@@ -83,10 +90,7 @@ def stochastic_codes_of_states(updated, m, tables, code, first, step, codes, scr
     if m > SUBNORMAL_RECIPROCAL_ABOVE:
         codes_of_block(updated, m, tables[0], tables[1], tables[2], tables[3], codes, scratch)
         return
-    if ZERO < m < FLT_MIN:
-        for i in range(updated.size):
-            updated[i] *= TINY_ABSMAX_SCALE
-        m *= TINY_ABSMAX_SCALE
+    m = absmax_for_codes(updated, m)
     inverse = ONE / m if m > ZERO else ZERO
     for i in range(updated.size):
         scratch[i] = updated[i] * inverse

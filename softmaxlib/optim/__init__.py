@@ -208,7 +208,7 @@ class State8bit:
         >>> state.dequantized()[0][:2]
         array([ 0.50078124, -0.99296874], dtype=float32)
         """
-        return tuple(code[codes.reshape(-1)] * np.repeat(absmax, self.blocksize)[:self.size]
+        return tuple(_dequantized(codes, absmax, code, self.blocksize)
                      for codes, absmax, code in ((self.codes1, self.absmax1, self.map1),
                                                  (self.codes2, self.absmax2, self.map2)) if codes is not None)
 
@@ -263,6 +263,16 @@ class State8bit:
 
     def __repr__(self):
         return f"State8bit(size={self.size}, states={self.states}, blocksize={self.blocksize})"
+
+
+def _dequantized(codes, absmax, code, blocksize):
+    """map[code] * absmax of each code's block, a flat float32 array: softmaxlib.quant's dequantize
+    kernel on 8-bit codes (any shape, C order) with a finite absmax per block of `blocksize`."""
+    out = np.empty(codes.size, np.float32)
+    _bindings.bound("dequantize_blockwise", _dispatch.DEFAULT_BACKEND)(
+        np.ascontiguousarray(codes).reshape(-1), np.ascontiguousarray(absmax, np.float32), blocksize,
+        np.ascontiguousarray(code, np.float32), out)
+    return out
 
 
 def _map(code, name):

@@ -51,8 +51,8 @@ except ImportError as error:
 
 from .. import _threads
 from . import (MIN_8BIT_SIZE, OPTIMIZERS, State8bit, State32bit, _adagrad_constants, _adam_constants,
-               _check_blocksize, _lion_constants, _rmsprop_constants, _sgd_constants, adagrad_step, adam_step,
-               adamw_step, dynamic_map, init_state, lion_step, rmsprop_step, sgd_step)
+               _check_blocksize, _dequantized, _lion_constants, _rmsprop_constants, _sgd_constants, adagrad_step,
+               adam_step, adamw_step, dynamic_map, init_state, lion_step, rmsprop_step, sgd_step)
 
 __all__ = ["Adam8bit", "AdamW8bit", "SGD8bit", "Lion8bit", "RMSprop8bit", "Adagrad8bit"]
 
@@ -234,7 +234,7 @@ class _Optimizer8bit(torch.optim.Optimizer):
                     state.update({f"state{k}": _copy(codes.reshape(p.shape)), f"absmax{k}": _copy(absmax),
                                   f"qmap{k}": _copy(code)})
                     continue
-                values = _dequantized(codes, absmax, code, blocksize)
+                values = _dequantized(codes.numpy(), absmax.numpy(), code.numpy(), blocksize)
             else:
                 values = stored.reshape(-1).numpy()
             if not np.isfinite(values).all() or (not is_signed and (values < 0).any()):
@@ -329,10 +329,6 @@ def _saved_state(saved, k, size, where):
         raise ValueError(f"{where}: {blocks} absmax{k} values do not fit {size} elements in blocks of {blocksize}")
     return codes, absmax, code, blocksize
 
-
-def _dequantized(codes, absmax, code, blocksize):
-    """The float32 values of 8-bit codes, as bitsandbytes dequantizes: map[code] * absmax of its block."""
-    return code.numpy()[codes.reshape(-1).numpy()] * np.repeat(absmax.numpy(), blocksize)[:codes.numel()]
 
 
 _DOC = """{summary}
